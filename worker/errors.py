@@ -1,0 +1,125 @@
+"""The worker's error tree: permanent errors fail a command at once, transient ones are retried.
+
+Every error carries a stable machine-readable ``code`` (used in result events, metrics and dead-letter
+headers) and a human message. Messages never include secrets or tokens.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base of every error the worker reports in a result event."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class PermanentError(WorkerError):
+    """Retrying cannot help: bad input or a refusal by DMS. The command fails with no retry."""
+
+    code = "permanent_error"
+
+
+class TransientError(WorkerError):
+    """The same command may succeed later: network, DMS 5xx/429, token trouble, broker loss."""
+
+    code = "transient_error"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# -- permanent -------------------------------------------------------------------------------------
+
+
+class InvalidCommand(PermanentError):
+    code = "invalid_command"
+
+
+class UnknownTenant(PermanentError):
+    code = "unknown_tenant"
+
+
+class FileTooLarge(PermanentError):
+    code = "file_too_large"
+
+
+class UnsupportedFileType(PermanentError):
+    code = "unsupported_file_type"
+
+
+class IntegrityMismatch(PermanentError):
+    """The content does not match the declared size or sha256."""
+
+    code = "integrity_mismatch"
+
+
+class ContentUnavailable(PermanentError):
+    """``content_url`` was refused (not allowlisted) or answered with a client error."""
+
+    code = "content_unavailable"
+
+
+class VirusDetected(PermanentError):
+    code = "virus_detected"
+
+
+class DmsRejected(PermanentError):
+    """DMS refused the request for a reason retrying will not change (4xx)."""
+
+    code = "dms_rejected"
+
+    def __init__(self, message: str, status: int, exception: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.exception = exception
+
+
+class NameConflict(DmsRejected):
+    """A document with this cmis:name already exists in the folder (409 nameConstraintViolation)."""
+
+    code = "name_conflict"
+
+    def __init__(self, message: str, existing_object_id: str | None) -> None:
+        super().__init__(message, 409, "nameConstraintViolation")
+        self.existing_object_id = existing_object_id
+
+
+class VersionLimitReached(DmsRejected):
+    code = "version_limit_reached"
+
+
+# -- transient -------------------------------------------------------------------------------------
+
+
+class DmsUnavailable(TransientError):
+    """Network failure, timeout or 5xx from DMS."""
+
+    code = "dms_unavailable"
+
+
+class RateLimited(TransientError):
+    code = "rate_limited"
+
+
+class TokenRejected(TransientError):
+    """The token service refused us, or DMS kept answering 401 after a fresh token."""
+
+    code = "token_rejected"
+
+
+class DocumentLocked(TransientError):
+    """The document is checked out by someone else (409 on checkOut)."""
+
+    code = "document_locked"
+
+
+class BrokerUnavailable(TransientError):
+    code = "broker_unavailable"
