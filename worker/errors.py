@@ -121,5 +121,17 @@ class DocumentLocked(TransientError):
     code = "document_locked"
 
 
+class ContentFetchFailed(TransientError):
+    """``content_url`` could not be reached or answered 5xx."""
+
+    code = "content_fetch_failed"
+
+
+class InternalError(TransientError):
+    """An unexpected exception (a bug): retried like a transient fault so it ends in the DLQ, not lost."""
+
+    code = "internal_error"
+
+
 class BrokerUnavailable(TransientError):
     code = "broker_unavailable"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from worker.emulator.store import CmisFault
 
@@ -51,21 +52,30 @@ async def read_form(request: web.Request, max_content: int) -> CmisForm:
         posted = await request.post()
         form.controls = {k.lower(): str(v) for k, v in posted.items()}
         return form
+    boundary = request.content_type and _boundary(request.headers.get("Content-Type", ""))
+    if not boundary:
+        raise CmisFault("invalidArgument", "multipart/form-data without a boundary")
+    # Parsed here rather than with aiohttp's MultipartReader, which asserts on a leading `_charset_` part
+    # when the boundary is long (its own client's boundaries are).
+    body = await _read_capped(request, max_content + 64 * 1024)
     raw: dict[str, tuple[bytes, str | None]] = {}
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise CmisFault("invalidArgument", "Nested multipart is not supported")
-        if part.filename is not None:
+    for headers, value in _split_parts(body, boundary.encode("latin-1")):
+        disposition, params = parse_content_disposition(headers.get("content-disposition"))
+        if disposition != "form-data":
+            continue
+        file_name = content_disposition_filename(params, "filename")
+        if file_name is not None or "filename" in params:
             if form.content is not None:
                 raise CmisFault("invalidArgument", "More than one content stream part")
-            form.content = await _read_capped(part, max_content)
-            form.content_file_name = part.filename
-            form.content_type = part.headers.get("Content-Type", "application/octet-stream")
-        elif part.name:
-            charset = part.get_charset(default="") or None
-            raw[part.name.lower()] = (bytes(await part.read()), charset)
-    default_charset = raw.get("_charset_", (b"ISO-8859-1", None))[0].decode("ascii", "replace")
+            if len(value) > max_content:
+                raise CmisFault("constraint", f"Content size exceeds the maximum allowed size {max_content}")
+            form.content = value
+            form.content_file_name = file_name or ""
+            form.content_type = headers.get("content-type", "application/octet-stream")
+        elif params.get("name"):
+            charset = _charset_of(headers.get("content-type", ""))
+            raw[params["name"].lower()] = (value, charset)
+    default_charset = raw.get("_charset_", (b"ISO-8859-1", None))[0].decode("ascii", "replace").strip()
     for name, (value, charset) in raw.items():
         try:
             form.controls[name] = value.decode(charset or default_charset)
@@ -74,12 +84,45 @@ async def read_form(request: web.Request, max_content: int) -> CmisForm:
     return form
 
 
-async def _read_capped(part: BodyPartReader, max_content: int) -> bytes:
+def _boundary(content_type: str) -> str | None:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            return value.strip('"')
+    return None
+
+
+def _charset_of(content_type: str) -> str | None:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "charset":
+            return value.strip('"')
+    return None
+
+
+def _split_parts(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], bytes]]:
+    parts = []
+    for chunk in body.split(b"--" + boundary)[1:]:
+        if chunk.startswith(b"--"):
+            break  # closing delimiter
+        head, sep, value = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            raise CmisFault("invalidArgument", "Malformed multipart part")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, colon, header_value = line.partition(":")
+            if colon:
+                headers[name.strip().lower()] = header_value.strip()
+        parts.append((headers, value.removesuffix(b"\r\n")))
+    return parts
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
-    while chunk := await part.read_chunk(256 * 1024):
+    async for chunk in request.content.iter_chunked(256 * 1024):
         total += len(chunk)
-        if total > max_content:
-            raise CmisFault("constraint", f"Content size exceeds the maximum allowed size {max_content}")
+        if total > limit:
+            raise CmisFault("constraint", f"Content size exceeds the maximum allowed size {limit}")
         chunks.append(chunk)
     return b"".join(chunks)

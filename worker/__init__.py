@@ -1,0 +1,1 @@
+"""dms-upload-worker: moves documents from RabbitMQ commands into SAP Document Management Service."""

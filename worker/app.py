@@ -1,0 +1,108 @@
+"""Wires the worker together: broker connection, topology, HTTP session, token cache, DMS clients, consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aio_pika
+import aiohttp
+import structlog
+from aio_pika.abc import AbstractRobustConnection
+
+from worker import logs, topology
+from worker.consumer import CommandConsumer
+from worker.destinations import Destination
+from worker.dms_client import DmsClient, RequestObserver
+from worker.handlers import Handlers, unknown_tenant
+from worker.repositories import TenantRepositories
+from worker.results import ResultPublisher
+from worker.settings import Settings
+from worker.tokens import TokenCache
+
+log = structlog.get_logger(__name__)
+
+
+class DmsClients:
+    """One ``DmsClient`` per destination; the tenant decides the destination."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        tokens: TokenCache,
+        observe: RequestObserver | None = None,
+    ) -> None:
+        self._settings = settings
+        self._session = session
+        self._tokens = tokens
+        self._observe = observe
+        self._clients: dict[Destination, DmsClient] = {}
+
+    def for_tenant(self, tenant_id: uuid.UUID) -> DmsClient:
+        destination = self._settings.destination_for(tenant_id)
+        if destination is None:
+            raise unknown_tenant(tenant_id)
+        client = self._clients.get(destination)
+        if client is None:
+            client = DmsClient(self._session, destination, self._tokens, self._settings.dms_timeout_s, self._observe)
+            self._clients[destination] = client
+        return client
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    logs.register_secret(settings.amqp_url.get_secret_value())
+    for destination in [settings.destination, *settings.tenant_destinations.values()]:
+        if destination is not None:
+            logs.register_secret(destination.client_secret.get_secret_value())
+
+
+class Worker:
+    """Start with ``await worker.start()``; stop with ``await worker.stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connection: AbstractRobustConnection | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.tokens: TokenCache | None = None
+        self.consumer: CommandConsumer | None = None
+        self._consumer_tag: str | None = None
+        self._queue: Any = None
+
+    async def start(self) -> None:
+        s = self.settings
+        register_settings_secrets(s)
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=s.dms_connections),
+            headers={"User-Agent": s.user_agent},
+        )
+        self.tokens = TokenCache(self.http)
+        clients = DmsClients(s, self.http, self.tokens)
+        handlers = Handlers(s, clients, TenantRepositories(), self.http)
+
+        self.connection = await aio_pika.connect_robust(s.amqp_url.get_secret_value())
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        await channel.set_qos(prefetch_count=s.prefetch)
+        declared = await topology.declare(channel, s)
+        self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(declared.result_exchange))
+        self._queue = declared.command_queue
+        self._consumer_tag = await declared.command_queue.consume(self.consumer.on_message)
+        log.info("worker_started", queue=s.command_queue, prefetch=s.prefetch)
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Stop taking messages, let in-flight ones finish within the grace period, then close."""
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception as exc:  # connection already gone: nothing more will arrive anyway
+                log.info("consumer_cancel_failed", error=repr(exc))
+        if self.consumer is not None and self.consumer.in_flight:
+            _done, pending = await asyncio.wait(set(self.consumer.in_flight), timeout=grace_s)
+            for task in pending:  # unacked: the broker requeues them when the channel closes
+                task.cancel()
+        if self.connection is not None:
+            await self.connection.close()
+        if self.http is not None:
+            await self.http.close()
+        log.info("worker_stopped")

@@ -1,0 +1,59 @@
+"""Turns a message body into a typed command, or an ``InvalidCommand`` with a clear reason."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.contracts import DELETE, UPLOAD, Command, DeleteCommand, UploadCommand
+from worker.errors import InvalidCommand
+
+_MODELS: dict[str, type[UploadCommand] | type[DeleteCommand]] = {UPLOAD: UploadCommand, DELETE: DeleteCommand}
+
+
+def parse_command(body: bytes) -> Command:
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCommand(f"message body is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidCommand("message body must be a JSON object (a CloudEvent)")
+    event_type = raw.get("type")
+    model = _MODELS.get(event_type) if isinstance(event_type, str) else None
+    if model is None:
+        raise InvalidCommand(f"unknown command type {event_type!r}; expected one of {sorted(_MODELS)}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidCommand(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """Pydantic's errors without echoing the input (which may be megabytes of base64)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False)[:5]:
+        location = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{location}: {error['msg']}")
+    return "invalid command: " + "; ".join(parts)
+
+
+def best_effort_ids(body: bytes) -> dict[str, Any]:
+    """Whatever identifiers a (possibly invalid) command carries, for its failed event and logs."""
+    try:
+        raw = json.loads(body)
+        data = raw.get("data") if isinstance(raw, dict) else None
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    found: dict[str, Any] = {}
+    if isinstance(raw, dict) and isinstance(raw.get("type"), str):
+        found["command_type"] = raw["type"][:100]
+    if isinstance(data, dict):
+        for key in ("tenant_id", "document_id"):
+            try:
+                found[key] = uuid.UUID(str(data.get(key)))
+            except ValueError:
+                pass
+    return found

@@ -1,0 +1,95 @@
+"""Generates ``contracts/`` (JSON Schemas + AsyncAPI) from the pydantic models, and spots drift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from worker.contracts import CLOUDEVENTS_CONTENT_TYPE, json_schemas
+from worker.settings import Settings
+
+CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
+
+
+def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
+    s = settings or Settings(_env_file=None)  # type: ignore[call-arg]
+    def message(name: str, title: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "title": title,
+            "contentType": CLOUDEVENTS_CONTENT_TYPE,
+            "payload": {"$ref": f"./{name}.schema.json"},
+        }
+
+    def exchange(name: str) -> dict[str, Any]:
+        return {"amqp": {"is": "routingKey", "exchange": {"name": name, "type": "topic", "durable": True,
+                                                          "vhost": "/"}}}
+
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "dms-upload-worker",
+            "version": "1.0.0",
+            "description": "Upload/delete commands in, result events out. CloudEvents 1.0 structured mode; "
+            "AMQP message_id = event id, type property = event type.",
+        },
+        "channels": {
+            "commands": {
+                "address": "{routingKey}",
+                "description": f"Exchange {s.command_exchange!r} (topic). Routing keys: upload, delete. "
+                f"Consumed from quorum queue {s.command_queue!r}; retries via "
+                f"{s.retry_queue_prefix}.<ms>ms delay queues; exhausted ones land in {s.dead_letter_queue!r}.",
+                "parameters": {"routingKey": {"enum": ["upload", "delete"]}},
+                "messages": {
+                    "upload": message("upload-command", "Upload a document (new major version)"),
+                    "delete": message("delete-command", "Delete a document with all versions"),
+                },
+                "bindings": exchange(s.command_exchange),
+            },
+            "results": {
+                "address": "{routingKey}",
+                "description": f"Exchange {s.result_exchange!r} (topic). Routing keys: upload.succeeded, "
+                "upload.failed, delete.succeeded, delete.failed.",
+                "parameters": {"routingKey": {"enum": ["upload.succeeded", "upload.failed", "delete.succeeded",
+                                                       "delete.failed"]}},
+                "messages": {
+                    "uploadSucceeded": message("upload-succeeded", "Upload written to DMS"),
+                    "deleteSucceeded": message("delete-succeeded", "Document deleted (or already absent)"),
+                    "failed": message("command-failed", "Command failed for good or was dead-lettered"),
+                },
+                "bindings": exchange(s.result_exchange),
+            },
+        },
+        "operations": {
+            "consumeCommands": {"action": "receive", "channel": {"$ref": "#/channels/commands"}},
+            "publishResults": {"action": "send", "channel": {"$ref": "#/channels/results"}},
+        },
+    }
+
+
+def rendered() -> dict[str, str]:
+    files = {
+        f"{name}.schema.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        for name, schema in json_schemas().items()
+    }
+    files["asyncapi.yaml"] = yaml.safe_dump(asyncapi(), sort_keys=False)
+    return files
+
+
+def stale() -> list[str]:
+    return [
+        name
+        for name, text in rendered().items()
+        if not (CONTRACTS_DIR / name).exists() or (CONTRACTS_DIR / name).read_text() != text
+    ]
+
+
+def write() -> list[str]:
+    changed = stale()
+    CONTRACTS_DIR.mkdir(exist_ok=True)
+    for name, text in rendered().items():
+        (CONTRACTS_DIR / name).write_text(text)
+    return changed

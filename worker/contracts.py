@@ -1,0 +1,150 @@
+"""Message contracts: CloudEvents 1.0 (structured JSON mode) for commands and result events.
+
+The JSON Schema files and the AsyncAPI document in ``contracts/`` are generated from these models
+(``python -m worker contracts --write``); a test fails when they drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+
+UPLOAD = "dms.upload"
+DELETE = "dms.delete"
+COMMAND_TYPES = (UPLOAD, DELETE)
+UPLOAD_SUCCEEDED = "dms.upload.succeeded"
+UPLOAD_FAILED = "dms.upload.failed"
+DELETE_SUCCEEDED = "dms.delete.succeeded"
+DELETE_FAILED = "dms.delete.failed"
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
+def routing_key(event_type: str) -> str:
+    """``dms.upload.succeeded`` travels with routing key ``upload.succeeded``."""
+    return event_type.removeprefix("dms.")
+
+
+class UploadData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: uuid.UUID = Field(description="SAP Cloud ALM tenant UUID; the repository's externalId")
+    document_id: uuid.UUID = Field(description="Technical document UUID; becomes cmis:name")
+    file_name: str = Field(min_length=1, max_length=4500, description="Becomes cmis:contentStreamFileName")
+    mime_type: str = Field(min_length=3, max_length=255, description="Declared MIME type")
+    content_base64: str | None = Field(default=None, description="Inline content, standard base64")
+    content_url: HttpUrl | None = Field(default=None, description="Content by reference (allowlisted hosts)")
+    size: int | None = Field(default=None, ge=0, description="Declared size in bytes; verified")
+    sha256: Sha256Hex | None = Field(default=None, description="Declared SHA-256 (hex); verified")
+
+    @model_validator(mode="after")
+    def _exactly_one_content_source(self) -> UploadData:
+        if (self.content_base64 is None) == (self.content_url is None):
+            raise ValueError("exactly one of content_base64 and content_url is required")
+        return self
+
+
+class DeleteData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: uuid.UUID
+    document_id: uuid.UUID
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable machine-readable error code, e.g. file_too_large")
+    message: str = Field(description="Human-readable explanation")
+
+
+class UploadSucceededData(BaseModel):
+    command_id: str
+    tenant_id: uuid.UUID
+    document_id: uuid.UUID
+    repository_id: str
+    object_id: str = Field(description="CMIS object ID of the version written")
+    version_label: str = Field(description="1.0 for the first upload, then 2.0, 3.0, ...")
+    version_series_id: str
+    file_name: str
+    size: int
+    sha256: Sha256Hex
+    mime_type: str
+    attempts: int
+
+
+class DeleteSucceededData(BaseModel):
+    command_id: str
+    tenant_id: uuid.UUID
+    document_id: uuid.UUID
+    repository_id: str | None
+    existed: bool = Field(description="False when there was nothing to delete (idempotent success)")
+    attempts: int
+
+
+class FailedData(BaseModel):
+    command_id: str
+    command_type: str | None = None
+    tenant_id: uuid.UUID | None = None
+    document_id: uuid.UUID | None = None
+    error: ErrorInfo
+    retried: bool = Field(description="Whether the command was retried before this outcome")
+    dead_lettered: bool = Field(default=False, description="The command now sits in the dead-letter queue")
+    attempts: int
+
+
+DataT = TypeVar("DataT")
+
+
+class CloudEvent(BaseModel, Generic[DataT]):
+    """CloudEvents 1.0 structured-mode envelope."""
+
+    model_config = ConfigDict(extra="allow")  # CloudEvents extension attributes
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    time: dt.datetime | None = None
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+    data: DataT
+
+
+class UploadCommand(CloudEvent[UploadData]):
+    type: Literal["dms.upload"] = UPLOAD
+
+
+class DeleteCommand(CloudEvent[DeleteData]):
+    type: Literal["dms.delete"] = DELETE
+
+
+class UploadSucceeded(CloudEvent[UploadSucceededData]):
+    type: Literal["dms.upload.succeeded"] = UPLOAD_SUCCEEDED
+
+
+class DeleteSucceeded(CloudEvent[DeleteSucceededData]):
+    type: Literal["dms.delete.succeeded"] = DELETE_SUCCEEDED
+
+
+class CommandFailed(CloudEvent[FailedData]):
+    type: Literal["dms.upload.failed", "dms.delete.failed"]
+
+
+Command = UploadCommand | DeleteCommand
+ResultEvent = UploadSucceeded | DeleteSucceeded | CommandFailed
+
+SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "upload-command": UploadCommand,
+    "delete-command": DeleteCommand,
+    "upload-succeeded": UploadSucceeded,
+    "delete-succeeded": DeleteSucceeded,
+    "command-failed": CommandFailed,
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    return {name: model.model_json_schema() for name, model in SCHEMA_MODELS.items()}

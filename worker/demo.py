@@ -1,0 +1,83 @@
+"""``python -m worker demo``: the whole data path, locally, against the bundled DMS EMULATOR (not SAP DMS)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aio_pika
+
+from worker.app import Worker
+from worker.command_publishing import delete_command, publish_command, upload_command
+from worker.contracts import Command
+from worker.destinations import Destination
+from worker.emulator import serve_emulator
+from worker.settings import Settings
+
+
+def demo_settings(base: Settings, service_key: dict[str, object]) -> Settings:
+    prefix = "dms.demo"
+    return base.model_copy(
+        update={
+            "destination": Destination.model_validate(service_key),
+            "command_exchange": f"{prefix}.commands",
+            "command_queue": f"{prefix}.commands",
+            "result_exchange": f"{prefix}.results",
+            "results_queue": None,
+            "dead_letter_queue": f"{prefix}.commands.dlq",
+            "retry_queue_prefix": f"{prefix}.commands.retry",
+            "retry_delays_ms": [500, 2000],
+        }
+    )
+
+
+async def _purge_leftovers(settings: Settings) -> None:
+    """A previous demo interrupted half-way may have left commands behind; start clean."""
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        for name in (settings.command_queue, settings.dead_letter_queue):
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.purge()
+            except aio_pika.exceptions.ChannelClosed:
+                channel = await connection.channel()
+
+
+async def run_demo(base: Settings, keep_running: bool = False) -> None:
+    async with serve_emulator() as emulator:
+        print(f"[demo] DMS EMULATOR listening on {emulator.base_url} (not SAP DMS)")
+        settings = demo_settings(base, emulator.service_key())
+        await _purge_leftovers(settings)
+        worker = Worker(settings)
+        await worker.start()
+        connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            results = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await results.bind(settings.result_exchange, routing_key="#")
+            commands = await channel.get_exchange(settings.command_exchange)
+            tenant, document = uuid.uuid4(), uuid.uuid4()
+            print(f"[demo] tenant {tenant}, document {document}")
+            steps: list[tuple[str, Command]] = [
+                ("first upload -> 1.0", upload_command(tenant, document, "notes.txt", "text/plain", b"version one\n")),
+                ("second upload -> 2.0", upload_command(tenant, document, "notes.txt", "text/plain", b"version two\n")),
+                ("renamed executable -> refused", upload_command(tenant, uuid.uuid4(), "invoice.pdf",
+                                                                 "application/pdf", b"MZ\x90\x00 not a pdf")),
+                ("delete -> all versions gone", delete_command(tenant, document)),
+            ]
+            async with results.iterator() as events:
+                for title, command in steps:
+                    await publish_command(commands, command)
+                    message = await asyncio.wait_for(events.__anext__(), timeout=30)
+                    async with message.process():
+                        event = json.loads(message.body)
+                    print(f"[demo] {title}: {event['type']} {json.dumps(event['data'], indent=None)}")
+            if keep_running:
+                print("[demo] worker and emulator keep running; Ctrl+C to stop")
+                await asyncio.Event().wait()
+        finally:
+            await worker.stop()
+            await connection.close()
+    print("[demo] done. Everything above ran against the DMS EMULATOR, not SAP DMS.")

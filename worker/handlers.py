@@ -1,0 +1,202 @@
+"""Command handlers: turn a parsed upload/delete command into DMS calls and a success payload.
+
+They sit between the consumer (which knows nothing of CMIS) and the DMS client (which knows nothing of
+commands), and raise the typed errors of ``worker.errors`` for everything that goes wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import structlog
+
+from worker import content_source, validation
+from worker.contracts import DeleteCommand, DeleteSucceededData, UploadCommand, UploadSucceededData
+from worker.dms_client import DmsClient, DocumentVersion, RepositoryRef
+from worker.errors import DmsRejected, DocumentLocked, NameConflict, UnknownTenant
+from worker.repositories import TenantRepositories
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the handlers need to know about the message that carried the command."""
+
+    command_id: str
+    attempt: int  # 1 for the first try
+    redelivered: bool  # the broker may already have seen us work on it
+
+    @property
+    def may_have_written(self) -> bool:
+        return self.attempt > 1 or self.redelivered
+
+
+class DmsClientSource(Protocol):
+    def for_tenant(self, tenant_id: uuid.UUID) -> DmsClient: ...
+
+
+def checkin_comment(command_id: str) -> str:
+    """Recorded on each new version so a redelivered command can recognise its own earlier write."""
+    return f"dms-upload-worker command {command_id}"
+
+
+class DocumentLocks:
+    """In-process per-document serialisation: two commands for one document never overlap here."""
+
+    def __init__(self) -> None:
+        self._locks: dict[uuid.UUID, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, document_id: uuid.UUID) -> AsyncIterator[None]:
+        lock, users = self._locks.get(document_id, (asyncio.Lock(), 0))
+        self._locks[document_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[document_id]
+            if users == 1:
+                del self._locks[document_id]
+            else:
+                self._locks[document_id] = (lock, users - 1)
+
+
+class Handlers:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: DmsClientSource,
+        repositories: TenantRepositories,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        self._settings = settings
+        self._clients = clients
+        self._repositories = repositories
+        self._http = http
+        self._locks = DocumentLocks()
+
+    async def handle_upload(self, command: UploadCommand, delivery: Delivery) -> UploadSucceededData:
+        data = command.data
+        s = self._settings
+        dms = self._clients.for_tenant(data.tenant_id)
+        file_name = validation.sanitise_file_name(data.file_name, s.max_file_name_length)
+        if data.content_base64 is not None:
+            content = content_source.decode_inline(data.content_base64, s.max_file_size)
+        else:
+            content = await content_source.fetch_url(
+                self._http, str(data.content_url), s.content_url_allowed_hosts, s.max_file_size,
+                s.content_fetch_timeout_s,
+            )
+        validation.check_size(len(content), s.max_file_size, data.size)
+        sha256 = validation.check_sha256(content, data.sha256)
+        mime = validation.normalise_mime(data.mime_type)
+        validation.check_file_type(file_name, mime, content, s.allowed_extensions, s.allowed_mime_types)
+
+        repo = await self._repositories.find_or_create(dms, data.tenant_id)
+        async with self._locks.hold(data.document_id):
+            version = await self._write(dms, repo, str(data.document_id), file_name, mime, content, delivery)
+        log.info("document_written", object_id=version.object_id, version_label=version.version_label,
+                 size=len(content))
+        return UploadSucceededData(
+            command_id=delivery.command_id,
+            tenant_id=data.tenant_id,
+            document_id=data.document_id,
+            repository_id=repo.id,
+            object_id=version.object_id,
+            version_label=version.version_label,
+            version_series_id=version.version_series_id,
+            file_name=file_name,
+            size=len(content),
+            sha256=sha256,
+            mime_type=mime,
+            attempts=delivery.attempt,
+        )
+
+    async def handle_delete(self, command: DeleteCommand, delivery: Delivery) -> DeleteSucceededData:
+        data = command.data
+        dms = self._clients.for_tenant(data.tenant_id)
+        repo = await self._repositories.find(dms, data.tenant_id)  # never create one just to delete
+        existed = False
+        if repo is not None:
+            async with self._locks.hold(data.document_id):
+                current = await dms.find_by_name(repo, str(data.document_id))
+                if current is not None:
+                    existed = await dms.delete(repo, current.object_id)
+        log.info("document_deleted" if existed else "document_already_absent")
+        return DeleteSucceededData(
+            command_id=delivery.command_id,
+            tenant_id=data.tenant_id,
+            document_id=data.document_id,
+            repository_id=repo.id if repo else None,
+            existed=existed,
+            attempts=delivery.attempt,
+        )
+
+    async def _write(
+        self,
+        dms: DmsClient,
+        repo: RepositoryRef,
+        name: str,
+        file_name: str,
+        mime: str,
+        content: bytes,
+        delivery: Delivery,
+    ) -> DocumentVersion:
+        """First upload: one createDocument (1.0). Later: createDocument's 409 names the document, then
+        checkOut + checkIn(major) give the next major version: three DMS calls in all."""
+        try:
+            return await dms.create_document(repo, name, file_name, mime, content)
+        except NameConflict as conflict:
+            existing_id = conflict.existing_object_id
+        latest = None
+        if existing_id is None or delivery.may_have_written:
+            latest = await dms.find_by_name(repo, name)
+            if latest is None:
+                raise DocumentLocked(f"document {name} vanished while being written; will retry")
+            if latest.checkin_comment == checkin_comment(delivery.command_id):
+                log.info("version_already_written", object_id=latest.object_id)
+                return latest
+            existing_id = latest.object_id
+        return await self._new_major_version(dms, repo, existing_id, latest, file_name, mime, content, delivery)
+
+    async def _new_major_version(
+        self,
+        dms: DmsClient,
+        repo: RepositoryRef,
+        object_id: str,
+        latest: DocumentVersion | None,
+        file_name: str,
+        mime: str,
+        content: bytes,
+        delivery: Delivery,
+    ) -> DocumentVersion:
+        try:
+            pwc_id = await dms.check_out(repo, object_id)
+        except DocumentLocked:
+            if latest is not None and latest.checked_out_id and delivery.may_have_written:
+                # A working copy left behind by a crashed attempt: cancel it, then retry.
+                log.warning("cancelling_stale_checkout", pwc_id=latest.checked_out_id)
+                await dms.cancel_check_out(repo, latest.checked_out_id)
+            raise
+        try:
+            return await dms.check_in(repo, pwc_id, file_name, mime, content, checkin_comment(delivery.command_id))
+        except BaseException as exc:
+            try:
+                await dms.cancel_check_out(repo, pwc_id)
+            except Exception as cancel_exc:  # keep the original error; the next attempt cleans up
+                log.warning("cancel_checkout_failed", error=repr(cancel_exc))
+            if isinstance(exc, DmsRejected) and exc.status in {404, 409} and exc.exception != "constraint":
+                raise DocumentLocked(f"check-in conflicted ({exc.message}); will retry") from exc
+            raise
+
+
+def unknown_tenant(tenant_id: uuid.UUID) -> UnknownTenant:
+    return UnknownTenant(f"tenant {tenant_id} has no DMS destination configured")
