@@ -4,6 +4,7 @@ refreshed ahead of expiry, and evicted when DMS answers 401."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ class _Token:
 def refresh_margin(lifetime_s: float) -> float:
     """Renew ahead of expiry: 30 s or a tenth of the lifetime, whichever is more, but at most half of it."""
     return min(max(30.0, lifetime_s / 10), lifetime_s / 2)
+
+
+def basic_auth_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 class TokenCache:
@@ -63,7 +68,7 @@ class TokenCache:
 
     async def _fetch(self, destination: Destination) -> _Token:
         self.fetches += 1
-        auth = aiohttp.encode_basic_auth(destination.client_id, destination.client_secret.get_secret_value())
+        auth = basic_auth_header(destination.client_id, destination.client_secret.get_secret_value())
         try:
             async with self._session.post(
                 destination.token_url,

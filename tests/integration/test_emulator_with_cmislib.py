@@ -10,6 +10,7 @@ from cmislib import CmisClient
 from cmislib.browser.binding import BrowserBinding
 
 from worker.emulator import RunningEmulator
+from worker.tokens import basic_auth_header
 
 
 async def _token_and_repository(emulator: RunningEmulator) -> tuple[str, str]:
@@ -17,7 +18,7 @@ async def _token_and_repository(emulator: RunningEmulator) -> tuple[str, str]:
         async with http.post(
             emulator.token_url,
             data={"grant_type": "client_credentials"},
-            headers={"Authorization": aiohttp.encode_basic_auth("emulator-client", "emulator-secret")},
+            headers={"Authorization": basic_auth_header("emulator-client", "emulator-secret")},
         ) as resp:
             token = (await resp.json())["access_token"]
         body = {"repository": {"displayName": "cmislib", "repositoryType": "internal", "isVersionEnabled": True}}
