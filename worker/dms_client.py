@@ -179,13 +179,16 @@ class DmsClient:
         file: tuple[bytes, str, str] | None = None,
     ) -> Any:
         def build() -> aiohttp.FormData:
-            form = aiohttp.FormData(charset="utf-8")
-            form.add_field("_charset_", "UTF-8")
-            form.add_field("succinct", "true")
+            # quote_fields=False: aiohttp would otherwise percent-encode the part's filename, and DMS would
+            # store "Plan%20v1.pdf". The `filename` control (decoded per _charset_) states it unambiguously.
+            form = aiohttp.FormData(charset="utf-8", quote_fields=False)
             for key, value in fields.items():
                 form.add_field(key, value)
+            form.add_field("succinct", "true")
+            form.add_field("_charset_", "UTF-8")
             if file is not None:
                 content, file_name, mime_type = file
+                form.add_field("filename", file_name)
                 form.add_field("content", content, filename=file_name, content_type=mime_type)
             return form
 

@@ -109,7 +109,11 @@ def _split_parts(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], byt
         if not sep:
             raise CmisFault("invalidArgument", "Malformed multipart part")
         headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
+        try:
+            head_text = head.decode("utf-8")  # raw UTF-8 file names, as browsers send them
+        except UnicodeDecodeError:
+            head_text = head.decode("latin-1")
+        for line in head_text.split("\r\n"):
             name, colon, header_value = line.partition(":")
             if colon:
                 headers[name.strip().lower()] = header_value.strip()

@@ -1,0 +1,139 @@
+"""A worker wired to the real RabbitMQ broker and the DMS emulator over real sockets, per test.
+
+Every test gets its own exchange/queue names, so tests never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from worker.app import Worker
+from worker.command_publishing import publish_command
+from worker.contracts import Command
+from worker.destinations import Destination
+from worker.emulator import EmulatorConfig, RunningEmulator, serve_emulator
+from worker.emulator.store import Repository
+from worker.settings import Settings
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def settings_for(prefix: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "amqp_url": AMQP_URL,
+        "command_exchange": f"{prefix}.commands",
+        "command_queue": f"{prefix}.commands",
+        "result_exchange": f"{prefix}.results",
+        "results_queue": f"{prefix}.results.all",
+        "dead_letter_queue": f"{prefix}.dlq",
+        "retry_queue_prefix": f"{prefix}.retry",
+        "retry_delays_ms": [200, 400],
+        "log_json": True,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    emulator: RunningEmulator
+    worker: Worker
+    channel: AbstractChannel
+    commands: AbstractExchange
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+    async def send(self, command: Command) -> None:
+        await publish_command(self.commands, command)
+
+    async def send_raw(self, body: bytes, message_id: str) -> None:
+        message = aio_pika.Message(body=body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await self.commands.publish(message, routing_key="upload")
+
+    async def next_events(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        return [await asyncio.wait_for(self.events.get(), timeout) for _ in range(count)]
+
+    async def run(self, command: Command, timeout: float = 20.0) -> dict[str, Any]:
+        """Sends a command and returns its result event."""
+        await self.send(command)
+        (event,) = await self.next_events(1, timeout)
+        assert event["data"]["command_id"] == command.id
+        return event
+
+    def repository(self, tenant_id: uuid.UUID, zone: str = "default-zone") -> Repository:
+        (repo,) = [r for r in self.emulator.emulator.state.zone_repositories(zone) if r.external_id == str(tenant_id)]
+        return repo
+
+    async def set_faults(self, **faults: Any) -> None:
+        self.emulator.emulator.faults.config.update(faults)
+
+    async def dead_letters(self) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        queue = await self.channel.declare_queue(self.settings.dead_letter_queue, passive=True)
+        found = []
+        while (message := await queue.get(fail=False, no_ack=False)) is not None:
+            found.append(message)
+        for message in found:
+            await message.nack(requeue=True)
+        return found
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+async def delete_topology(connection: AbstractRobustConnection, settings: Settings) -> None:
+    channel = await connection.channel()
+    names = [settings.command_queue, settings.dead_letter_queue, settings.results_queue or ""]
+    names += [f"{settings.retry_queue_prefix}.{d}ms" for d in set(settings.retry_delays_ms)]
+    for name in filter(None, names):
+        await channel.queue_delete(name)
+    for name in (settings.command_exchange, settings.result_exchange):
+        await channel.exchange_delete(name)
+    await channel.close()
+
+
+@pytest.fixture
+async def make_stack() -> AsyncIterator[StackFactory]:
+    """``await make_stack(emulator_config=..., destination=False, **settings)`` builds a running stack."""
+    async with AsyncExitStack() as exits:
+
+        async def factory(
+            emulator_config: EmulatorConfig | None = None, destination: bool = True, **overrides: Any
+        ) -> Stack:
+            emulator = await exits.enter_async_context(serve_emulator(emulator_config or EmulatorConfig()))
+            if destination:
+                overrides.setdefault("destination", Destination.model_validate(emulator.service_key()))
+            settings = settings_for(f"test.{uuid.uuid4().hex[:10]}", **overrides)
+            connection = await aio_pika.connect_robust(AMQP_URL)
+            exits.push_async_callback(connection.close)
+            exits.push_async_callback(delete_topology, connection, settings)
+            worker = Worker(settings)
+            await worker.start()
+            exits.push_async_callback(worker.stop)
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            commands = await channel.get_exchange(settings.command_exchange)
+            stack = Stack(settings, emulator, worker, channel, commands)
+            results = await channel.declare_queue(settings.results_queue, passive=True)
+
+            async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                async with message.process():
+                    await stack.events.put(json.loads(message.body))
+
+            await results.consume(collect)
+            return stack
+
+        yield factory
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()
