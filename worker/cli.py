@@ -16,6 +16,7 @@ import aio_pika
 from worker import contract_files, logs
 from worker.app import Worker
 from worker.command_publishing import delete_command, publish_command, upload_command
+from worker.contracts import Command
 from worker.settings import Settings
 
 EMULATOR_BANNER = """
@@ -37,21 +38,23 @@ async def run_worker(settings: Settings) -> None:
     await worker.stop()
 
 
-async def publish(settings: Settings, args: argparse.Namespace) -> None:
+def command_from_args(args: argparse.Namespace) -> Command:
     tenant = uuid.UUID(args.tenant)
     document = uuid.UUID(args.document) if args.document else uuid.uuid4()
-    if args.command == "publish":
-        path = Path(args.file)
-        mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        command = upload_command(tenant, document, path.name, mime, path.read_bytes())
-    else:
-        command = delete_command(tenant, document)
+    if args.command == "delete":
+        return delete_command(tenant, document)
+    path = Path(args.file)
+    mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return upload_command(tenant, document, path.name, mime, path.read_bytes())
+
+
+async def publish(settings: Settings, command: Command) -> None:
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange(settings.command_exchange, ensure=True)
         await publish_command(exchange, command)
-    print(json.dumps({"command_id": command.id, "type": command.type, "document_id": str(document)}))
+    print(json.dumps({"command_id": command.id, "type": command.type, "document_id": str(command.data.document_id)}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "run":
         asyncio.run(run_worker(settings))
     elif args.command in {"publish", "delete"}:
-        asyncio.run(publish(settings, args))
+        asyncio.run(publish(settings, command_from_args(args)))
     elif args.command == "demo":
         from worker.demo import run_demo
 

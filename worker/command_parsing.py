@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -52,8 +53,6 @@ def best_effort_ids(body: bytes) -> dict[str, Any]:
         found["command_type"] = raw["type"][:100]
     if isinstance(data, dict):
         for key in ("tenant_id", "document_id"):
-            try:
+            with contextlib.suppress(ValueError):
                 found[key] = uuid.UUID(str(data.get(key)))
-            except ValueError:
-                pass
     return found

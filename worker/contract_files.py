@@ -15,7 +15,8 @@ CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 
 
 def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
-    s = settings or Settings(_env_file=None)  # type: ignore[call-arg]
+    s = settings or Settings(_env_file=None)
+
     def message(name: str, title: str) -> dict[str, Any]:
         return {
             "name": name,
@@ -25,8 +26,9 @@ def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
         }
 
     def exchange(name: str) -> dict[str, Any]:
-        return {"amqp": {"is": "routingKey", "exchange": {"name": name, "type": "topic", "durable": True,
-                                                          "vhost": "/"}}}
+        return {
+            "amqp": {"is": "routingKey", "exchange": {"name": name, "type": "topic", "durable": True, "vhost": "/"}}
+        }
 
     return {
         "asyncapi": "3.0.0",
@@ -53,8 +55,9 @@ def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
                 "address": "{routingKey}",
                 "description": f"Exchange {s.result_exchange!r} (topic). Routing keys: upload.succeeded, "
                 "upload.failed, delete.succeeded, delete.failed.",
-                "parameters": {"routingKey": {"enum": ["upload.succeeded", "upload.failed", "delete.succeeded",
-                                                       "delete.failed"]}},
+                "parameters": {
+                    "routingKey": {"enum": ["upload.succeeded", "upload.failed", "delete.succeeded", "delete.failed"]}
+                },
                 "messages": {
                     "uploadSucceeded": message("upload-succeeded", "Upload written to DMS"),
                     "deleteSucceeded": message("delete-succeeded", "Document deleted (or already absent)"),

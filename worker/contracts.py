@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 
-UPLOAD = "dms.upload"
-DELETE = "dms.delete"
+UPLOAD: Final = "dms.upload"
+DELETE: Final = "dms.delete"
 COMMAND_TYPES = (UPLOAD, DELETE)
-UPLOAD_SUCCEEDED = "dms.upload.succeeded"
-UPLOAD_FAILED = "dms.upload.failed"
-DELETE_SUCCEEDED = "dms.delete.succeeded"
-DELETE_FAILED = "dms.delete.failed"
+UPLOAD_SUCCEEDED: Final = "dms.upload.succeeded"
+UPLOAD_FAILED: Final = "dms.upload.failed"
+DELETE_SUCCEEDED: Final = "dms.delete.succeeded"
+DELETE_FAILED: Final = "dms.delete.failed"
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
 

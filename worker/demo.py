@@ -63,8 +63,10 @@ async def run_demo(base: Settings, keep_running: bool = False) -> None:
             steps: list[tuple[str, Command]] = [
                 ("first upload -> 1.0", upload_command(tenant, document, "notes.txt", "text/plain", b"version one\n")),
                 ("second upload -> 2.0", upload_command(tenant, document, "notes.txt", "text/plain", b"version two\n")),
-                ("renamed executable -> refused", upload_command(tenant, uuid.uuid4(), "invoice.pdf",
-                                                                 "application/pdf", b"MZ\x90\x00 not a pdf")),
+                (
+                    "renamed executable -> refused",
+                    upload_command(tenant, uuid.uuid4(), "invoice.pdf", "application/pdf", b"MZ\x90\x00 not a pdf"),
+                ),
                 ("delete -> all versions gone", delete_command(tenant, document)),
             ]
             async with results.iterator() as events:

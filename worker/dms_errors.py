@@ -34,8 +34,10 @@ def error_for(operation: str, status: int, body: Any, retry_after: str | None = 
     """The error a failed DMS call stands for. ``body`` is the parsed JSON (or text) of the answer."""
     exception = body.get("exception") if isinstance(body, dict) else None
     message = str(body.get("message", "")) if isinstance(body, dict) else str(body or "")[:500]
-    summary = f"DMS {operation} answered {status}" + (f" {exception}" if exception else "") + (
-        f": {message}" if message else ""
+    summary = (
+        f"DMS {operation} answered {status}"
+        + (f" {exception}" if exception else "")
+        + (f": {message}" if message else "")
     )
     if status in {408, 429}:
         return RateLimited(summary, retry_after=parse_retry_after(retry_after))

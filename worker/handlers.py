@@ -92,7 +92,10 @@ class Handlers:
             content = content_source.decode_inline(data.content_base64, s.max_file_size)
         else:
             content = await content_source.fetch_url(
-                self._http, str(data.content_url), s.content_url_allowed_hosts, s.max_file_size,
+                self._http,
+                str(data.content_url),
+                s.content_url_allowed_hosts,
+                s.max_file_size,
                 s.content_fetch_timeout_s,
             )
         validation.check_size(len(content), s.max_file_size, data.size)
@@ -103,8 +106,9 @@ class Handlers:
         repo = await self._repositories.find_or_create(dms, data.tenant_id)
         async with self._locks.hold(data.document_id):
             version = await self._write(dms, repo, str(data.document_id), file_name, mime, content, delivery)
-        log.info("document_written", object_id=version.object_id, version_label=version.version_label,
-                 size=len(content))
+        log.info(
+            "document_written", object_id=version.object_id, version_label=version.version_label, size=len(content)
+        )
         return UploadSucceededData(
             command_id=delivery.command_id,
             tenant_id=data.tenant_id,

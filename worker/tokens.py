@@ -77,9 +77,7 @@ class TokenCache:
                 timeout=aiohttp.ClientTimeout(total=10),
             ) as response:
                 if response.status != 200:
-                    raise TokenRejected(
-                        f"token service of destination {destination.name} answered {response.status}"
-                    )
+                    raise TokenRejected(f"token service of destination {destination.name} answered {response.status}")
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise TokenRejected(

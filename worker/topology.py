@@ -1,15 +1,16 @@
 """Declares the RabbitMQ topology the worker needs (idempotent): durable quorum queues throughout.
 
-    producers --(upload|delete)--> [command exchange, topic] --> [command queue]
-    [command queue] --nack/delivery-limit--> [dead-letter queue]
-    worker --retry--> [retry.<ms> queue, TTL] --expires--> [command queue]
-    worker --exhausted--> [dead-letter queue]
-    worker --(upload|delete).(succeeded|failed)--> [result exchange, topic] --> [results queue, optional]
+producers --(upload|delete)--> [command exchange, topic] --> [command queue]
+[command queue] --nack/delivery-limit--> [dead-letter queue]
+worker --retry--> [retry.<ms> queue, TTL] --expires--> [command queue]
+worker --exhausted--> [dead-letter queue]
+worker --(upload|delete).(succeeded|failed)--> [result exchange, topic] --> [results queue, optional]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
@@ -19,11 +20,11 @@ from worker.settings import Settings
 COMMAND_ROUTING_KEYS = ("upload", "delete")
 
 
-def _quorum(**extra: object) -> dict[str, object]:
+def _quorum(**extra: Any) -> dict[str, Any]:
     return {"x-queue-type": "quorum", **extra}
 
 
-def _dead_letter_to(queue: str) -> dict[str, object]:
+def _dead_letter_to(queue: str) -> dict[str, Any]:
     # at-least-once dead-lettering (RabbitMQ >= 3.10) needs reject-publish overflow.
     return {
         "x-dead-letter-exchange": "",
@@ -56,7 +57,9 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
     command_queue = await channel.declare_queue(
         settings.command_queue,
         durable=True,
-        arguments=_quorum(**_dead_letter_to(settings.dead_letter_queue), **{"x-delivery-limit": settings.delivery_limit}),
+        arguments=_quorum(
+            **_dead_letter_to(settings.dead_letter_queue), **{"x-delivery-limit": settings.delivery_limit}
+        ),
     )
     for key in COMMAND_ROUTING_KEYS:
         await command_queue.bind(command_exchange, routing_key=key)

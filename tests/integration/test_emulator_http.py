@@ -21,8 +21,11 @@ class Api:
         self.base, self.http, self.token = emulator.base_url, http, ""
 
     async def login(self, client: str = "emulator-client", secret: str = "emulator-secret") -> aiohttp.ClientResponse:
-        response = await self.http.post(self.base + "oauth/token", data={"grant_type": "client_credentials"},
-                                        headers={"Authorization": basic_auth_header(client, secret)})
+        response = await self.http.post(
+            self.base + "oauth/token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": basic_auth_header(client, secret)},
+        )
         if response.status == 200:
             self.token = (await response.json())["access_token"]
         return response
@@ -32,12 +35,18 @@ class Api:
         return {"Authorization": f"Bearer {self.token}"}
 
     async def create_repo(self, external_id: str | None = None, versioned: bool = True) -> aiohttp.ClientResponse:
-        spec = {"displayName": "r", "repositoryType": "internal", "isVersionEnabled": versioned,
-                "isVirusScanEnabled": True, "externalId": external_id}
+        spec = {
+            "displayName": "r",
+            "repositoryType": "internal",
+            "isVersionEnabled": versioned,
+            "isVirusScanEnabled": True,
+            "externalId": external_id,
+        }
         return await self.http.post(self.base + "rest/v2/repositories", json={"repository": spec}, headers=self.auth)
 
-    async def cmis(self, repo_id: str, fields: dict[str, str], content: bytes | None = None,
-                   file_name: str = "f.txt") -> tuple[int, Any]:
+    async def cmis(
+        self, repo_id: str, fields: dict[str, str], content: bytes | None = None, file_name: str = "f.txt"
+    ) -> tuple[int, Any]:
         form = aiohttp.FormData()
         for key, value in {"succinct": "true", **fields}.items():
             form.add_field(key, value)
@@ -48,9 +57,17 @@ class Api:
             return response.status, (await response.json() if text else None)
 
     async def create_doc(self, repo_id: str, name: str, content: bytes = b"x") -> tuple[int, Any]:
-        return await self.cmis(repo_id, {"cmisaction": "createDocument", "propertyId[0]": "cmis:name",
-                                         "propertyValue[0]": name, "propertyId[1]": "cmis:objectTypeId",
-                                         "propertyValue[1]": "cmis:document"}, content)
+        return await self.cmis(
+            repo_id,
+            {
+                "cmisaction": "createDocument",
+                "propertyId[0]": "cmis:name",
+                "propertyValue[0]": name,
+                "propertyId[1]": "cmis:objectTypeId",
+                "propertyValue[1]": "cmis:document",
+            },
+            content,
+        )
 
 
 @pytest.fixture
@@ -142,18 +159,35 @@ async def test_check_in_major_and_fetch_each_version(api: Api) -> None:
     _, doc = await api.create_doc(repo_id, "doc-1", b"first")
     _, pwc = await api.cmis(repo_id, {"cmisaction": "checkOut", "objectId": doc["succinctProperties"]["cmis:objectId"]})
     assert pwc["succinctProperties"]["cmis:isPrivateWorkingCopy"] is True
-    status, v2 = await api.cmis(repo_id, {"cmisaction": "checkIn", "objectId": pwc["succinctProperties"]["cmis:objectId"],
-                                          "major": "true", "checkinComment": "c2"}, b"second", "new.txt")
+    status, v2 = await api.cmis(
+        repo_id,
+        {
+            "cmisaction": "checkIn",
+            "objectId": pwc["succinctProperties"]["cmis:objectId"],
+            "major": "true",
+            "checkinComment": "c2",
+        },
+        b"second",
+        "new.txt",
+    )
     props = v2["succinctProperties"]
     assert status == 201 and (props["cmis:versionLabel"], props["cmis:checkinComment"]) == ("2.0", "c2")
     assert props["cmis:contentStreamFileName"] == "new.txt"
-    async with api.http.get(f"{api.base}browser/{repo_id}/root/doc-1", params={"cmisselector": "object",
-                                                                                "succinct": "true"},
-                            headers=api.auth) as response:
+    async with api.http.get(
+        f"{api.base}browser/{repo_id}/root/doc-1",
+        params={"cmisselector": "object", "succinct": "true"},
+        headers=api.auth,
+    ) as response:
         assert (await response.json())["succinctProperties"]["cmis:versionLabel"] == "2.0"
-    for object_id, expected in ((doc["succinctProperties"]["cmis:objectId"], b"first"), (props["cmis:objectId"], b"second")):
-        async with api.http.get(f"{api.base}browser/{repo_id}/root",
-                                params={"objectId": object_id, "cmisselector": "content"}, headers=api.auth) as r:
+    for object_id, expected in (
+        (doc["succinctProperties"]["cmis:objectId"], b"first"),
+        (props["cmis:objectId"], b"second"),
+    ):
+        async with api.http.get(
+            f"{api.base}browser/{repo_id}/root",
+            params={"objectId": object_id, "cmisselector": "content"},
+            headers=api.auth,
+        ) as r:
             assert await r.read() == expected
 
 
@@ -161,11 +195,14 @@ async def test_query_by_name_in_folder(api: Api) -> None:
     repo_id = await _repo(api)
     _, doc = await api.create_doc(repo_id, "doc-'1'")
     await api.create_doc(repo_id, "doc-2")
-    root = (await (await api.http.get(f"{api.base}rest/v2/repositories/{repo_id}", headers=api.auth)).json())
+    root = await (await api.http.get(f"{api.base}rest/v2/repositories/{repo_id}", headers=api.auth)).json()
     folder = root["repository"]["cmisRepositoryId"]
     statement = f"SELECT cmis:objectId FROM cmis:document WHERE cmis:name = 'doc-''1''' AND IN_FOLDER('{folder}')"
-    async with api.http.get(f"{api.base}browser/{repo_id}", params={"cmisselector": "query", "q": statement,
-                                                                     "succinct": "true"}, headers=api.auth) as r:
+    async with api.http.get(
+        f"{api.base}browser/{repo_id}",
+        params={"cmisselector": "query", "q": statement, "succinct": "true"},
+        headers=api.auth,
+    ) as r:
         body = await r.json()
     assert body["numItems"] == 1
     assert body["results"][0]["succinctProperties"] == {"cmis:objectId": doc["succinctProperties"]["cmis:objectId"]}
@@ -193,9 +230,11 @@ async def test_max_content_size_is_enforced() -> None:
 
 async def test_scripted_faults_503_429_and_dropped_connections(api: Api) -> None:
     repo_id = await _repo(api)
-    scripted = [{"kind": "status", "status": 503, "times": 1, "path_prefix": "/browser", "action": "createDocument"},
-                {"kind": "rate_limit", "retry_after": 7, "times": 1, "path_prefix": "/browser"},
-                {"kind": "drop", "times": 1, "path_prefix": "/browser"}]
+    scripted = [
+        {"kind": "status", "status": 503, "times": 1, "path_prefix": "/browser", "action": "createDocument"},
+        {"kind": "rate_limit", "retry_after": 7, "times": 1, "path_prefix": "/browser"},
+        {"kind": "drop", "times": 1, "path_prefix": "/browser"},
+    ]
     await api.http.post(api.base + "_emulator/faults", json={"scripted": scripted})
     assert (await api.create_doc(repo_id, "a"))[0] == 503
     async with api.http.get(f"{api.base}browser/{repo_id}", headers=api.auth) as response:
@@ -206,8 +245,9 @@ async def test_scripted_faults_503_429_and_dropped_connections(api: Api) -> None
 
 
 async def test_latency_and_error_rate_are_switchable_at_runtime(api: Api) -> None:
-    await api.http.post(api.base + "_emulator/faults", json={"latency_ms": 100, "error_rate": 1.0,
-                                                             "error_statuses": [502]})
+    await api.http.post(
+        api.base + "_emulator/faults", json={"latency_ms": 100, "error_rate": 1.0, "error_statuses": [502]}
+    )
     started = asyncio.get_running_loop().time()
     response = await api.http.get(api.base + "rest/v2/repositories", headers=api.auth)
     assert response.status == 502 and asyncio.get_running_loop().time() - started >= 0.1
@@ -225,7 +265,9 @@ async def test_state_survives_a_restart_with_a_data_dir(tmp_path: Path) -> None:
     async with serve_emulator(EmulatorConfig(data_dir=tmp_path)) as emulator, aiohttp.ClientSession() as http:
         api = Api(emulator, http)
         await api.login()
-        async with http.get(f"{api.base}browser/{repo_id}/root", headers=api.auth,
-                            params={"objectId": doc["succinctProperties"]["cmis:objectId"],
-                                    "cmisselector": "content"}) as response:
+        async with http.get(
+            f"{api.base}browser/{repo_id}/root",
+            headers=api.auth,
+            params={"objectId": doc["succinctProperties"]["cmis:objectId"], "cmisselector": "content"},
+        ) as response:
             assert await response.read() == b"durable bytes"

@@ -39,19 +39,26 @@ def _document_lifecycle(base_url: str, token: str, repo_id: str) -> dict[str, ob
     listed = [r["repositoryId"] for r in client.getRepositories()]
     repo = client.getRepository(repo_id)
     root = repo.getRootFolder()
-    doc = repo.createDocument("report.txt", parentFolder=root, contentFile=io.BytesIO(b"first"),
-                              contentType="text/plain")
+    doc = repo.createDocument(
+        "report.txt", parentFolder=root, contentFile=io.BytesIO(b"first"), contentType="text/plain"
+    )
     pwc = doc.checkout()
-    new_version = pwc.checkin(checkinComment="second upload", contentFile=io.BytesIO(b"second"),
-                              contentType="text/plain")
+    new_version = pwc.checkin(
+        checkinComment="second upload", contentFile=io.BytesIO(b"second"), contentType="text/plain"
+    )
     versions = list(new_version.getAllVersions())
     labels = [v.getProperties()["cmis:versionLabel"] for v in versions]
     contents = {v.getProperties()["cmis:versionLabel"]: v.getContentStream().read() for v in versions}
     comment = new_version.getProperties()["cmis:checkinComment"]
     new_version.delete(allVersions="true")
     children_after = [c.getName() for c in root.getChildren()]
-    return {"listed": listed, "labels": labels, "contents": contents, "comment": comment,
-            "children_after": children_after}
+    return {
+        "listed": listed,
+        "labels": labels,
+        "contents": contents,
+        "comment": comment,
+        "children_after": children_after,
+    }
 
 
 async def test_cmislib_runs_a_document_lifecycle_against_the_emulator(emulator: RunningEmulator) -> None:

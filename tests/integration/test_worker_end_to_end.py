@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+from pydantic import HttpUrl
 
 from worker.command_publishing import delete_command, upload_command
 from worker.contracts import UploadCommand
@@ -36,7 +37,9 @@ async def test_uploads_make_major_versions_in_the_tenant_repository(stack: Stack
     assert labels == ["1.0", "2.0", "3.0"]
     repo = stack.repository(tenant)
     assert (repo.name, repo.description) == (
-        "SAP Cloud ALM for Implementation", "Internal Repository for SAP Cloud ALM for Implementation")
+        "SAP Cloud ALM for Implementation",
+        "Internal Repository for SAP Cloud ALM for Implementation",
+    )
     assert repo.params["isVersionEnabled"] and repo.params["isVirusScanEnabled"] and repo.params["isEncryptionEnabled"]
     assert repo.params["isThumbnailEnabled"] is False
     series = repo.series_by_name[str(doc)]  # cmis:name is the document UUID, in ROOT
@@ -74,10 +77,14 @@ async def test_bad_inputs_each_fail_clearly_and_the_worker_keeps_going(make_stac
     bad_hash.data.sha256 = "0" * 64
     cases = [
         (upload_command(tenant, uuid.uuid4(), "big.pdf", "application/pdf", PDF + b"x" * MIB), "file_too_large"),
-        (upload_command(tenant, uuid.uuid4(), "tool.exe", "application/octet-stream", b"MZ\x90\x00"),
-         "unsupported_file_type"),
-        (upload_command(tenant, uuid.uuid4(), "invoice.pdf", "application/pdf", b"MZ\x90\x00rest"),
-         "unsupported_file_type"),
+        (
+            upload_command(tenant, uuid.uuid4(), "tool.exe", "application/octet-stream", b"MZ\x90\x00"),
+            "unsupported_file_type",
+        ),
+        (
+            upload_command(tenant, uuid.uuid4(), "invoice.pdf", "application/pdf", b"MZ\x90\x00rest"),
+            "unsupported_file_type",
+        ),
         (bad_hash, "integrity_mismatch"),
         (upload_command(tenant, uuid.uuid4(), "eicar.txt", "text/plain", EICAR), "virus_detected"),
     ]
@@ -104,12 +111,14 @@ async def test_unknown_tenant_fails_without_touching_dms(make_stack: StackFactor
     assert event["data"]["error"]["code"] == "unknown_tenant"
     assert stack.emulator.emulator.calls["createDocument"] == 0
     assert (await stack.run(upload_command(known, uuid.uuid4(), "a.txt", "text/plain", b"x")))["type"] == (
-        "dms.upload.succeeded")
+        "dms.upload.succeeded"
+    )
 
 
 async def test_dms_503_is_retried_then_succeeds(stack: Stack) -> None:
-    await stack.set_faults(scripted=[{"kind": "status", "status": 503, "times": 1, "path_prefix": "/browser",
-                                      "action": "createDocument"}])
+    await stack.set_faults(
+        scripted=[{"kind": "status", "status": 503, "times": 1, "path_prefix": "/browser", "action": "createDocument"}]
+    )
     event = await stack.run(upload_command(uuid.uuid4(), uuid.uuid4(), "a.txt", "text/plain", b"x"))
     assert event["type"] == "dms.upload.succeeded" and event["data"]["attempts"] == 2
     assert event["data"]["version_label"] == "1.0"
@@ -140,7 +149,8 @@ async def test_one_token_serves_fifty_concurrent_uploads_and_is_refetched_after_
     assert stack.emulator.emulator.tokens.issued == 1
     await asyncio.sleep(6.2)  # past expiry (and past the refresh-ahead margin)
     assert (await stack.run(upload_command(tenant, uuid.uuid4(), "late.txt", "text/plain", b"x")))["type"] == (
-        "dms.upload.succeeded")
+        "dms.upload.succeeded"
+    )
     assert stack.emulator.emulator.tokens.issued == 2
 
 
@@ -181,7 +191,7 @@ async def file_server(files: dict[str, bytes]) -> AsyncIterator[str]:
 def by_reference(tenant: uuid.UUID, url: str, size: int | None = None) -> UploadCommand:
     command = upload_command(tenant, uuid.uuid4(), "ref.pdf", "application/pdf", b"")
     command.data.content_base64, command.data.sha256, command.data.size = None, None, size
-    command.data.content_url = url  # type: ignore[assignment]
+    command.data.content_url = HttpUrl(url)
     return command
 
 

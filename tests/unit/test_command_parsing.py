@@ -27,8 +27,11 @@ def test_round_trip_of_published_commands() -> None:
         (b"\xff\xfe", "not JSON"),
         (b"[1, 2]", "JSON object"),
         (b'{"type": "dms.rename"}', "unknown command type"),
-        (b'{"type": "dms.delete", "specversion": "1.0", "id": "x", "source": "s", "data": {"tenant_id": "nope",'
-         b' "document_id": "' + str(DOC).encode() + b'"}}', "data.tenant_id"),
+        (
+            b'{"type": "dms.delete", "specversion": "1.0", "id": "x", "source": "s", "data": {"tenant_id": "nope",'
+            b' "document_id": "' + str(DOC).encode() + b'"}}',
+            "data.tenant_id",
+        ),
     ],
 )
 def test_malformed_commands_say_why(body: bytes, reason: str) -> None:

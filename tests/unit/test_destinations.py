@@ -20,8 +20,10 @@ def test_service_key_becomes_a_destination() -> None:
 
 
 def test_service_key_without_uri_uses_the_ecmservice_endpoint() -> None:
-    key = {"endpoints": {"ecmservice": {"url": "https://dms/"}}, "uaa": {"clientid": "a", "clientsecret": "b",
-                                                                        "url": "https://uaa"}}
+    key = {
+        "endpoints": {"ecmservice": {"url": "https://dms/"}},
+        "uaa": {"clientid": "a", "clientsecret": "b", "url": "https://uaa"},
+    }
     assert Destination.model_validate(key).url == "https://dms/"
 
 
@@ -41,8 +43,10 @@ def test_btp_destination_properties_become_a_destination() -> None:
 
 def test_settings_read_destinations_from_the_environment(monkeypatch) -> None:
     tenant = uuid.uuid4()
-    monkeypatch.setenv("DMS_WORKER_DESTINATION", '{"uri": "https://d/", "uaa": {"clientid": "a", '
-                       '"clientsecret": "b", "url": "https://u"}}')
+    monkeypatch.setenv(
+        "DMS_WORKER_DESTINATION",
+        '{"uri": "https://d/", "uaa": {"clientid": "a", "clientsecret": "b", "url": "https://u"}}',
+    )
     other = {"URL": "https://other", "clientId": "c", "clientSecret": "d", "tokenServiceURL": "https://u2/oauth/token"}
     monkeypatch.setenv("DMS_WORKER_TENANT_DESTINATIONS", json.dumps({str(tenant): other}))
     settings = Settings(_env_file=None)

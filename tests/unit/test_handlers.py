@@ -111,9 +111,7 @@ async def test_first_upload_creates_the_repository_once_and_version_one(handlers
     assert dms.calls == ["listRepositories", "createRepository", "createDocument"]
 
 
-async def test_later_uploads_take_three_dms_calls_and_count_up_major_versions(
-    handlers: Handlers, dms: FakeDms
-) -> None:
+async def test_later_uploads_take_three_dms_calls_and_count_up_major_versions(handlers: Handlers, dms: FakeDms) -> None:
     doc = uuid.uuid4()
     await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), delivery("c1"))
     dms.calls.clear()
@@ -148,15 +146,17 @@ async def test_failed_check_in_cancels_the_checkout(handlers: Handlers, dms: Fak
 
 async def test_validation_happens_before_any_dms_call(handlers: Handlers, dms: FakeDms) -> None:
     with pytest.raises(FileTooLarge):
-        await handlers.handle_upload(upload_command(TENANT, uuid.uuid4(), "a.txt", "text/plain", b"x" * 2000),
-                                     delivery())
+        await handlers.handle_upload(
+            upload_command(TENANT, uuid.uuid4(), "a.txt", "text/plain", b"x" * 2000), delivery()
+        )
     assert dms.calls == []
 
 
 async def test_unknown_tenant_is_refused(handlers: Handlers) -> None:
     with pytest.raises(UnknownTenant):
-        await handlers.handle_upload(upload_command(uuid.uuid4(), uuid.uuid4(), "a.txt", "text/plain", b"x"),
-                                     delivery())
+        await handlers.handle_upload(
+            upload_command(uuid.uuid4(), uuid.uuid4(), "a.txt", "text/plain", b"x"), delivery()
+        )
 
 
 async def test_delete_is_idempotent_and_never_creates_a_repository(handlers: Handlers, dms: FakeDms) -> None:

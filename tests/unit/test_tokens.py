@@ -8,9 +8,8 @@ import pytest
 from aioresponses import aioresponses
 
 from worker.destinations import Destination
-from worker.tokens import basic_auth_header
 from worker.errors import TokenRejected
-from worker.tokens import TokenCache, refresh_margin
+from worker.tokens import TokenCache, basic_auth_header, refresh_margin
 
 TOKEN_URL = "https://uaa.example/oauth/token"
 DEST = Destination(url="https://dms.example/", client_id="cid", client_secret="s3cr3t-value", token_url=TOKEN_URL)

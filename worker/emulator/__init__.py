@@ -5,6 +5,8 @@ NOT SAP DMS. It follows the documented DMS/CMIS browser-binding behaviour in sha
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.base_events
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,8 +55,8 @@ async def serve_emulator(
     site = web.TCPSite(runner, host, port)
     await site.start()
     server = site._server
-    assert server is not None and server.sockets
-    bound_port = server.sockets[0].getsockname()[1]
+    assert isinstance(server, asyncio.base_events.Server) and server.sockets
+    bound_port = int(server.sockets[0].getsockname()[1])
     try:
         yield RunningEmulator(emulator, f"http://{host}:{bound_port}/", bound_port)
     finally:

@@ -39,9 +39,7 @@ class Emulator:
 
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
-        content: ContentStore = (
-            DirectoryContentStore(config.data_dir) if config.data_dir else MemoryContentStore()
-        )
+        content: ContentStore = DirectoryContentStore(config.data_dir) if config.data_dir else MemoryContentStore()
         self.state = DmsState(content, config.max_content_size)
         if config.data_dir:
             persistence.load(self.state, config.data_dir)
@@ -125,9 +123,7 @@ class Emulator:
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         client = self.tokens.authenticate(request.headers.get("Authorization"), form)
         if client is None:
-            return web.json_response(
-                {"error": "unauthorized", "error_description": "Bad credentials"}, status=401
-            )
+            return web.json_response({"error": "unauthorized", "error_description": "Bad credentials"}, status=401)
         token, expires_in = self.tokens.issue(client)
         return web.json_response(
             {
@@ -194,8 +190,9 @@ class Emulator:
         if selector == "repositoryInfo":
             return web.json_response({repo.id: cmis_json.repository_info(repo, self._base_url(request))})
         if selector == "query":
-            return self._query(repo, request.query.get("q") or request.query.get("statement") or "",
-                               dict(request.query))
+            return self._query(
+                repo, request.query.get("q") or request.query.get("statement") or "", dict(request.query)
+            )
         raise CmisFault("notSupported", f"cmisselector {selector} is not supported on the repository URL")
 
     async def repository_post(self, request: web.Request) -> web.StreamResponse:
@@ -214,14 +211,11 @@ class Emulator:
         if parsed.in_folder not in (None, repo.root_folder_id):
             hits = []
         else:
-            hits = [
-                cmis_json.document_properties(repo, s, s.latest)
-                for s in repo.series_by_name.values()
-            ]
+            hits = [cmis_json.document_properties(repo, s, s.latest) for s in repo.series_by_name.values()]
             hits = [p for p in hits if all(str(p.get(k)) == v for k, v in parsed.equals.items())]
         succinct = options.get("succinct", "false").lower() == "true"
         skip, max_items = int(options.get("skipCount", 0)), int(options.get("maxItems", 100))
-        page = hits[skip:skip + max_items]
+        page = hits[skip : skip + max_items]
         results = [
             cmis_json.render_object(cmis_json.select_properties(p, parsed.columns), succinct, False) for p in page
         ]
@@ -240,7 +234,7 @@ class Emulator:
         filter_ = q.get("filter")
         columns = None if not filter_ or filter_ == "*" else [c.strip() for c in filter_.split(",")]
 
-        if object_id is None and not path or object_id == repo.root_folder_id:
+        if (object_id is None and not path) or object_id == repo.root_folder_id:
             return self._root_folder(repo, selector or "children", q, succinct, actions)
         if object_id is not None:
             series, version = self.state.get_object(repo, object_id)
@@ -261,8 +255,10 @@ class Emulator:
         if selector == "versions":
             versions = self.state.versions_newest_first(repo, version.object_id)
             return web.json_response(
-                [cmis_json.render_object(cmis_json.document_properties(repo, series, v), succinct, actions)
-                 for v in versions]
+                [
+                    cmis_json.render_object(cmis_json.document_properties(repo, series, v), succinct, actions)
+                    for v in versions
+                ]
             )
         if selector == "content":
             return self._content(repo, version, q.get("download", "attachment"))
@@ -283,7 +279,7 @@ class Emulator:
         if selector == "children":
             all_series = list(repo.series_by_name.values())
             skip, max_items = int(q.get("skipCount", 0)), int(q.get("maxItems", 100))
-            page = all_series[skip:skip + max_items]
+            page = all_series[skip : skip + max_items]
             objects = [
                 {"object": cmis_json.render_object(cmis_json.document_properties(repo, s, s.latest), succinct, actions)}
                 for s in page
@@ -319,8 +315,9 @@ class Emulator:
             pwc = self.state.check_out(repo, object_id, user)
             return self._object_response(repo, pwc.object_id, form, status=201)
         if action == "checkin":
-            version = self.state.check_in(repo, object_id, form.flag("major", True), form.get("checkinComment"),
-                                          form.file)
+            version = self.state.check_in(
+                repo, object_id, form.flag("major", True), form.get("checkinComment"), form.file
+            )
             return self._object_response(repo, version.object_id, form, status=201)
         if action == "setcontent":
             file = form.file
@@ -347,7 +344,11 @@ class Emulator:
             raise CmisFault("constraint", "Only cmis:document is supported by the emulator")
         content, mime, file_name = form.file or (b"", "application/octet-stream", "")
         version = self.state.create_document(
-            repo, props.get("cmis:name", ""), content, mime, file_name or props.get("cmis:name", ""),
+            repo,
+            props.get("cmis:name", ""),
+            content,
+            mime,
+            file_name or props.get("cmis:name", ""),
             form.get("versioningState"),
         )
         return self._object_response(repo, version.object_id, form, status=201)

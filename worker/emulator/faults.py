@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+
 @dataclass
 class ScriptedFault:
     kind: str  # "status" | "drop" | "rate_limit"
@@ -37,8 +38,15 @@ class FaultConfig:
         for key, value in patch.items():
             if key == "scripted":
                 self.scripted = [ScriptedFault(**item) for item in value]
-            elif key in {"latency_ms", "error_rate", "error_statuses", "rate_limit_rate", "retry_after",
-                         "drop_rate", "seed"}:
+            elif key in {
+                "latency_ms",
+                "error_rate",
+                "error_statuses",
+                "rate_limit_rate",
+                "retry_after",
+                "drop_rate",
+                "seed",
+            }:
                 setattr(self, key, value)
             else:
                 raise ValueError(f"unknown fault setting {key!r}")
@@ -58,11 +66,11 @@ class FaultConfig:
 class FaultInjector:
     def __init__(self, config: FaultConfig) -> None:
         self.config = config
-        self._rng = random.Random(config.seed)  # noqa: S311 - test traffic shaping, not security
+        self._rng = random.Random(config.seed)
         self.injected = 0
 
     def reseed(self) -> None:
-        self._rng = random.Random(self.config.seed)  # noqa: S311
+        self._rng = random.Random(self.config.seed)
 
     def _scripted_for(self, path: str, action: str | None) -> ScriptedFault | None:
         for fault in self.config.scripted:

@@ -41,10 +41,10 @@ def parse(statement: str) -> Query:
             query.equals[m.group("prop")] = m.group("value").replace("''", "'")
         else:
             raise CmisFault("invalidArgument", f"Unsupported condition near: {rest[:100]}")
-        rest = rest[m.end():]
+        rest = rest[m.end() :]
         if rest.strip():
             and_match = _AND.match(rest)
             if and_match is None:
                 raise CmisFault("invalidArgument", f"Expected AND near: {rest[:100]}")
-            rest = rest[and_match.end():]
+            rest = rest[and_match.end() :]
     return query

@@ -139,7 +139,7 @@ class DmsState:
     def create_repository(self, zone: str, body: dict[str, Any]) -> Repository:
         spec = body.get("repository")
         if not isinstance(spec, dict):
-            raise AdminFault(400, "Request body must be {\"repository\": {...}}")
+            raise AdminFault(400, 'Request body must be {"repository": {...}}')
         display_name = spec.get("displayName")
         if not display_name or not spec.get("repositoryType"):
             raise AdminFault(400, "displayName and repositoryType are mandatory")

@@ -27,8 +27,13 @@ def state() -> DmsState:
 
 @pytest.fixture
 def repo(state: DmsState) -> Repository:
-    spec = {"displayName": "r", "repositoryType": "internal", "isVersionEnabled": True, "isVirusScanEnabled": True,
-            "externalId": "tenant-1"}
+    spec = {
+        "displayName": "r",
+        "repositoryType": "internal",
+        "isVersionEnabled": True,
+        "isVirusScanEnabled": True,
+        "externalId": "tenant-1",
+    }
     return state.create_repository("zone", {"repository": spec})
 
 
@@ -115,7 +120,10 @@ def test_query_subset_parses_and_refuses_the_rest() -> None:
     parsed = query.parse("SELECT cmis:objectId FROM cmis:document WHERE cmis:name = 'it''s' AND IN_FOLDER('f1')")
     assert (parsed.columns, parsed.equals, parsed.in_folder) == (["cmis:objectId"], {"cmis:name": "it's"}, "f1")
     assert query.parse("select * from cmis:document").columns is None
-    for bad in ["DELETE FROM x", "SELECT * FROM cmis:document WHERE cmis:name LIKE 'a%'",
-                "SELECT * FROM cmis:document WHERE cmis:name = 'a' OR cmis:name = 'b'"]:
+    for bad in [
+        "DELETE FROM x",
+        "SELECT * FROM cmis:document WHERE cmis:name LIKE 'a%'",
+        "SELECT * FROM cmis:document WHERE cmis:name = 'a' OR cmis:name = 'b'",
+    ]:
         with pytest.raises(CmisFault):
             query.parse(bad)

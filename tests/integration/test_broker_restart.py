@@ -1,0 +1,56 @@
+"""A RabbitMQ restart in the middle of a run loses no command and duplicates no version."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+
+import pytest
+
+from worker.command_publishing import upload_command
+
+from .conftest import StackFactory
+
+pytestmark = pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl to restart the broker")
+
+
+async def rabbitmqctl(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+
+
+@pytest.mark.timeout(180)
+async def test_broker_restart_mid_run_loses_nothing(make_stack: StackFactory) -> None:
+    stack = await make_stack(prefetch=4)
+    await stack.set_faults(latency_ms=300)  # keep commands in flight while the broker goes away
+    tenant = uuid.uuid4()
+    commands = [upload_command(tenant, uuid.uuid4(), f"f{i}.txt", "text/plain", b"x") for i in range(40)]
+    for command in commands:
+        await stack.send(command)
+    seen: dict[str, dict] = {}
+    for event in await stack.next_events(3, timeout=30):  # the run is under way
+        seen[event["data"]["command_id"]] = event
+
+    await rabbitmqctl("stop_app")
+    await asyncio.sleep(1)
+    await rabbitmqctl("start_app")
+    await rabbitmqctl("await_startup")
+
+    wanted = {c.id for c in commands}
+    deadline = asyncio.get_running_loop().time() + 120
+    while set(seen) != wanted and asyncio.get_running_loop().time() < deadline:
+        try:
+            (event,) = await stack.next_events(1, timeout=5)
+        except TimeoutError:
+            continue
+        seen.setdefault(event["data"]["command_id"], event)  # a redelivery may repeat a result
+
+    assert set(seen) == wanted
+    assert all(e["type"] == "dms.upload.succeeded" for e in seen.values())
+    repo = stack.repository(tenant)
+    assert len(repo.series_by_name) == len(commands)
+    assert all([v.label for v in s.versions] == ["1.0"] for s in repo.series_by_name.values())
