@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m worker.bench {emulator,worker}`` print a table of measured figures."""
