@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import aio_pika
 import aiohttp
 import structlog
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+from aiohttp import web
 
-from worker import logs, topology
+from worker import health, logs, topology
 from worker.consumer import CommandConsumer
 from worker.destinations import Destination
 from worker.dms_client import DmsClient, RequestObserver
 from worker.handlers import Handlers, unknown_tenant
+from worker.metrics import WorkerMetrics
 from worker.repositories import TenantRepositories
 from worker.results import ResultPublisher
 from worker.settings import Settings
@@ -63,12 +64,16 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.metrics = WorkerMetrics()
         self.connection: AbstractRobustConnection | None = None
         self.http: aiohttp.ClientSession | None = None
         self.tokens: TokenCache | None = None
         self.consumer: CommandConsumer | None = None
+        self.http_port: int | None = None
+        self._clients: DmsClients | None = None
         self._consumer_tag: str | None = None
-        self._queue: Any = None
+        self._queue: AbstractQueue | None = None
+        self._health: web.AppRunner | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -77,30 +82,57 @@ class Worker:
             connector=aiohttp.TCPConnector(limit=s.dms_connections),
             headers={"User-Agent": s.user_agent},
         )
-        self.tokens = TokenCache(self.http)
-        clients = DmsClients(s, self.http, self.tokens)
-        handlers = Handlers(s, clients, TenantRepositories(), self.http)
+        self.tokens = TokenCache(self.http, on_fetch=self.metrics.token_fetches.inc)
+        self._clients = DmsClients(s, self.http, self.tokens, self.metrics.observe_dms_request)
+        handlers = Handlers(s, self._clients, TenantRepositories(), self.http)
 
         self.connection = await aio_pika.connect_robust(s.amqp_url.get_secret_value())
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.set_qos(prefetch_count=s.prefetch)
         declared = await topology.declare(channel, s)
-        self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(declared.result_exchange))
+        self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(declared.result_exchange), self.metrics)
         self._queue = declared.command_queue
         self._consumer_tag = await declared.command_queue.consume(self.consumer.on_message)
-        log.info("worker_started", queue=s.command_queue, prefetch=s.prefetch)
+        if s.http_port is not None:
+            checks = health.HealthChecks(consuming=self.consuming, token_obtainable=self.check_token)
+            self._health, self.http_port = await health.serve(
+                health.make_app(checks, self.metrics), s.http_host, s.http_port
+            )
+        log.info("worker_started", queue=s.command_queue, prefetch=s.prefetch, http_port=self.http_port)
 
-    async def stop(self, grace_s: float = 30.0) -> None:
-        """Stop taking messages, let in-flight ones finish within the grace period, then close."""
+    def consuming(self) -> bool:
+        return (
+            self._consumer_tag is not None
+            and self.connection is not None
+            and not self.connection.is_closed
+            and self.connection.connected.is_set()
+        )
+
+    async def check_token(self) -> None:
+        """Readiness: a token for the default destination (or the first tenant's) can be had."""
+        s = self.settings
+        destination = s.destination or next(iter(s.tenant_destinations.values()), None)
+        if destination is not None and self.tokens is not None:
+            await self.tokens.get(destination)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking messages, let in-flight ones finish within the grace period, requeue the rest, close."""
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         if self._queue is not None and self._consumer_tag is not None:
+            tag, self._consumer_tag = self._consumer_tag, None
             try:
-                await self._queue.cancel(self._consumer_tag)
+                await self._queue.cancel(tag)
             except Exception as exc:  # connection already gone: nothing more will arrive anyway
                 log.info("consumer_cancel_failed", error=repr(exc))
         if self.consumer is not None and self.consumer.in_flight:
-            _done, pending = await asyncio.wait(set(self.consumer.in_flight), timeout=grace_s)
-            for task in pending:  # unacked: the broker requeues them when the channel closes
+            log.info("draining", in_flight=len(self.consumer.in_flight), grace_s=grace)
+            _done, pending = await asyncio.wait(set(self.consumer.in_flight), timeout=grace)
+            for task in pending:  # each nack-requeues its message as it is cancelled
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        if self._health is not None:
+            await self._health.cleanup()
         if self.connection is not None:
             await self.connection.close()
         if self.http is not None:

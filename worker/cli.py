@@ -35,7 +35,7 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await worker.stop()
+    await worker.stop()  # grace period from DMS_WORKER_SHUTDOWN_GRACE_S
 
 
 def command_from_args(args: argparse.Namespace) -> Command:

@@ -19,6 +19,7 @@ from worker.command_parsing import best_effort_ids, parse_command
 from worker.contracts import CloudEvent, DeleteCommand, DeleteSucceededData, UploadSucceededData
 from worker.errors import InternalError, WorkerError
 from worker.handlers import Delivery
+from worker.metrics import WorkerMetrics
 from worker.results import failed_event, success_event
 from worker.settings import Settings
 from worker.topology import retry_queue_name
@@ -39,17 +40,6 @@ class EventPublisher(Protocol):
     async def publish(self, event: CloudEvent[Any]) -> None: ...
 
 
-class Observer(Protocol):
-    """Hooks for metrics; the default does nothing."""
-
-    def settled(self, command_type: str, outcome: str, seconds: float) -> None: ...
-
-
-class _NoObserver:
-    def settled(self, command_type: str, outcome: str, seconds: float) -> None:
-        return None
-
-
 def attempt_of(message: AbstractIncomingMessage) -> int:
     value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
     try:
@@ -65,27 +55,32 @@ class CommandConsumer:
         channel: AbstractChannel,
         handlers: CommandHandlers,
         publisher: EventPublisher,
-        observer: Observer | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._channel = channel
         self._handlers = handlers
         self._publisher = publisher
-        self._observer = observer or _NoObserver()
+        self._metrics = metrics or WorkerMetrics()
         self.in_flight: set[asyncio.Task[Any]] = set()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
             self.in_flight.add(task)
+        self._metrics.in_flight.inc()
         try:
             await self._process(message)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: hand the message back unfinished (it was not acked).
+            await self._requeue(message)
+            raise
         finally:
+            self._metrics.in_flight.dec()
             if task is not None:
                 self.in_flight.discard(task)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        started = asyncio.get_running_loop().time()
         attempt = attempt_of(message)
         command_id = message.message_id or f"unidentified-{message.delivery_tag}"
         ids = best_effort_ids(message.body)
@@ -99,8 +94,10 @@ class CommandConsumer:
         delivery = Delivery(command_id=command_id, attempt=attempt, redelivered=bool(message.redelivered))
         error: WorkerError | None = None
         result: UploadSucceededData | DeleteSucceededData | None = None
+        issued_at: dt.datetime | None = None
         try:
             command = parse_command(message.body)
+            issued_at = command.time
             command_id = command.id if message.message_id is None else command_id
             delivery = Delivery(command_id=command_id, attempt=attempt, redelivered=delivery.redelivered)
             if isinstance(command, DeleteCommand):
@@ -122,8 +119,27 @@ class CommandConsumer:
             await asyncio.sleep(1.0)  # no hot loop while the broker cannot take our events
             await self._requeue(message)
             return
-        elapsed = asyncio.get_running_loop().time() - started
-        self._observer.settled(ids.get("command_type", "unknown"), decision.outcome.value, elapsed)
+        self._record(ids.get("command_type", "unknown"), decision, error, result, issued_at)
+
+    def _record(
+        self,
+        command_type: str,
+        decision: retry_policy.Decision,
+        error: WorkerError | None,
+        result: UploadSucceededData | DeleteSucceededData | None,
+        issued_at: dt.datetime | None,
+    ) -> None:
+        m = self._metrics
+        m.commands.labels(type=command_type, outcome=decision.outcome.value).inc()
+        if decision.outcome is retry_policy.Outcome.RETRY and error is not None:
+            m.retries.labels(error_code=error.code).inc()
+        elif decision.outcome is retry_policy.Outcome.DEAD_LETTER and error is not None:
+            m.dead_letters.labels(error_code=error.code).inc()
+        if isinstance(result, UploadSucceededData):
+            m.bytes_uploaded.inc(result.size)
+        if issued_at is not None and decision.outcome is not retry_policy.Outcome.RETRY:
+            aware = issued_at if issued_at.tzinfo else issued_at.replace(tzinfo=dt.UTC)
+            m.end_to_end.labels(type=command_type).observe(max(0.0, (dt.datetime.now(dt.UTC) - aware).total_seconds()))
 
     async def _settle(
         self,

@@ -28,6 +28,7 @@ def demo_settings(base: Settings, service_key: dict[str, object]) -> Settings:
             "dead_letter_queue": f"{prefix}.commands.dlq",
             "retry_queue_prefix": f"{prefix}.commands.retry",
             "retry_delays_ms": [500, 2000],
+            "http_port": 0,
         }
     )
 

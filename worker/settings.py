@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     content_fetch_timeout_s: float = 30.0
 
     # operations
+    http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
+    http_port: int | None = 8080  # health and metrics; None disables, 0 picks a free port
+    shutdown_grace_s: float = 30.0
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -39,9 +39,15 @@ def basic_auth_header(user: str, password: str) -> str:
 
 
 class TokenCache:
-    def __init__(self, session: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        clock: Callable[[], float] = time.monotonic,
+        on_fetch: Callable[[], None] | None = None,
+    ) -> None:
         self._session = session
         self._clock = clock
+        self._on_fetch = on_fetch
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.fetches = 0
@@ -68,6 +74,8 @@ class TokenCache:
 
     async def _fetch(self, destination: Destination) -> _Token:
         self.fetches += 1
+        if self._on_fetch is not None:
+            self._on_fetch()
         auth = basic_auth_header(destination.client_id, destination.client_secret.get_secret_value())
         try:
             async with self._session.post(

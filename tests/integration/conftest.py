@@ -39,6 +39,7 @@ def settings_for(prefix: str, **overrides: Any) -> Settings:
         "retry_queue_prefix": f"{prefix}.retry",
         "retry_delays_ms": [200, 400],
         "log_json": True,
+        "http_port": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -1,0 +1,59 @@
+"""Per-replica HTTP endpoint: ``/livez``, ``/readyz`` (broker consuming, DMS token obtainable) and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from worker.errors import WorkerError
+from worker.metrics import WorkerMetrics
+
+
+@dataclass
+class HealthChecks:
+    consuming: Callable[[], bool]
+    token_obtainable: Callable[[], Awaitable[None]]  # raises when no token can be had
+
+
+def make_app(checks: HealthChecks, metrics: WorkerMetrics) -> web.Application:
+    async def livez(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        problems = []
+        if not checks.consuming():
+            problems.append("not consuming from the broker")
+        try:
+            await asyncio.wait_for(checks.token_obtainable(), timeout=5)
+        except (WorkerError, TimeoutError) as exc:
+            problems.append(f"no DMS token: {getattr(exc, 'code', 'timeout')}")
+        status = 503 if problems else 200
+        return web.json_response({"status": "not ready" if problems else "ready", "problems": problems},
+                                 status=status)
+
+    async def metrics_view(_request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    app = web.Application()
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    bound = port
+    if isinstance(server, asyncio.base_events.Server) and server.sockets:
+        bound = int(server.sockets[0].getsockname()[1])
+    return runner, bound
