@@ -17,6 +17,7 @@ from worker import contract_files, logs
 from worker.app import Worker
 from worker.command_publishing import delete_command, publish_command, upload_command
 from worker.contracts import Command
+from worker.dead_letters import DeadLetterQueue, Selection
 from worker.settings import Settings
 
 EMULATOR_BANNER = """
@@ -57,6 +58,66 @@ async def publish(settings: Settings, command: Command) -> None:
     print(json.dumps({"command_id": command.id, "type": command.type, "document_id": str(command.data.document_id)}))
 
 
+def parse_age(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def _add_dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = sub.add_parser("dlq", help="inspect, replay or purge dead-lettered commands")
+    actions = dlq.add_subparsers(dest="dlq_action", required=True)
+    for name, text in (
+        ("list", "list dead letters"),
+        ("show", "show dead letters in full"),
+        ("replay", "republish to the command queue (confirmed), then ack from the DLQ"),
+        ("purge", "drop dead letters for good"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--tenant", type=uuid.UUID)
+        action.add_argument("--document", type=uuid.UUID)
+        action.add_argument("--error-code")
+        action.add_argument("--message-id", help="only this message")
+        action.add_argument("--older-than", type=parse_age, help="dead-lettered at least this long ago (90s, 15m, 2h)")
+        action.add_argument("--newer-than", type=parse_age, help="dead-lettered at most this long ago")
+        action.add_argument("--scan-limit", type=int, default=10_000)
+        if name in {"replay", "purge"}:
+            action.add_argument("--dry-run", action="store_true")
+        if name == "replay":
+            action.add_argument("--limit", type=int)
+            action.add_argument("--rate", type=float, help="messages per second")
+
+
+async def dead_letter_command(settings: Settings, args: argparse.Namespace) -> None:
+    selection = Selection(
+        args.tenant, args.document, args.error_code, args.older_than, args.newer_than, args.message_id
+    )
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        dlq = DeadLetterQueue(channel, settings)
+        if args.dlq_action in {"list", "show"}:
+            letters = await dlq.inspect(selection, args.scan_limit)
+            for letter in letters:
+                row = letter.as_row()
+                if args.dlq_action == "list":
+                    row.pop("error_message")
+                print(json.dumps(row))
+            print(json.dumps({"count": len(letters)}), file=sys.stderr)
+        elif args.dlq_action == "replay":
+            done = await dlq.replay(
+                selection, dry_run=args.dry_run, limit=args.limit, rate_per_s=args.rate, scan_limit=args.scan_limit
+            )
+            for letter in done:
+                print(json.dumps(letter.as_row()))
+            print(json.dumps({"replayed" if not args.dry_run else "would_replay": len(done)}), file=sys.stderr)
+        else:
+            count = await dlq.purge(selection, dry_run=args.dry_run, scan_limit=args.scan_limit)
+            print(json.dumps({"purged" if not args.dry_run else "would_purge": count}), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worker", description="dms-upload-worker")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = sub.add_parser("demo", help="end-to-end demo against the bundled DMS EMULATOR (not SAP DMS)")
     demo.add_argument("--keep-running", action="store_true", help="keep worker and emulator up afterwards")
     sub.add_parser("emulator", help="run the DMS emulator (see python -m worker.emulator --help)")
+    _add_dlq_parser(sub)
     contracts = sub.add_parser("contracts", help="write contracts/ from the message models")
     contracts.add_argument("--write", action="store_true")
     args, rest = parser.parse_known_args(argv)
@@ -92,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run_worker(settings))
     elif args.command in {"publish", "delete"}:
         asyncio.run(publish(settings, command_from_args(args)))
+    elif args.command == "dlq":
+        asyncio.run(dead_letter_command(settings, args))
     elif args.command == "demo":
         from worker.demo import run_demo
 

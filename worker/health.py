@@ -32,8 +32,7 @@ def make_app(checks: HealthChecks, metrics: WorkerMetrics) -> web.Application:
         except (WorkerError, TimeoutError) as exc:
             problems.append(f"no DMS token: {getattr(exc, 'code', 'timeout')}")
         status = 503 if problems else 200
-        return web.json_response({"status": "not ready" if problems else "ready", "problems": problems},
-                                 status=status)
+        return web.json_response({"status": "not ready" if problems else "ready", "problems": problems}, status=status)
 
     async def metrics_view(_request: web.Request) -> web.Response:
         response = web.Response(body=metrics.render())
