@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 
 import aio_pika
@@ -20,6 +21,7 @@ from worker.metrics import WorkerMetrics
 from worker.repositories import TenantRepositories
 from worker.results import ResultPublisher
 from worker.settings import Settings
+from worker.sharding import ShardRouter
 from worker.tokens import TokenCache
 
 log = structlog.get_logger(__name__)
@@ -71,8 +73,7 @@ class Worker:
         self.consumer: CommandConsumer | None = None
         self.http_port: int | None = None
         self._clients: DmsClients | None = None
-        self._consumer_tag: str | None = None
-        self._queue: AbstractQueue | None = None
+        self._subscriptions: list[tuple[AbstractQueue, str]] = []
         self._health: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -91,18 +92,27 @@ class Worker:
         await channel.set_qos(prefetch_count=s.prefetch)
         declared = await topology.declare(channel, s)
         self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(declared.result_exchange), self.metrics)
-        self._queue = declared.command_queue
-        self._consumer_tag = await declared.command_queue.consume(self.consumer.on_message)
+        # Shards in a random order: with single active consumers, whoever subscribes first to a shard
+        # works it, so replicas starting together spread the shards between them.
+        for queue in random.sample(declared.shard_queues, len(declared.shard_queues)):
+            self._subscriptions.append((queue, await queue.consume(self.consumer.on_message)))
+        router_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        await router_channel.set_qos(prefetch_count=1)  # strictly one at a time keeps ingress order
+        router = ShardRouter(router_channel, s.command_queue, s.shard_count)
+        ingress = await router_channel.get_queue(s.command_queue)
+        self._subscriptions.append((ingress, await ingress.consume(router.route)))
         if s.http_port is not None:
             checks = health.HealthChecks(consuming=self.consuming, token_obtainable=self.check_token)
             self._health, self.http_port = await health.serve(
                 health.make_app(checks, self.metrics), s.http_host, s.http_port
             )
-        log.info("worker_started", queue=s.command_queue, prefetch=s.prefetch, http_port=self.http_port)
+        log.info(
+            "worker_started", queue=s.command_queue, shards=s.shard_count, prefetch=s.prefetch, http_port=self.http_port
+        )
 
     def consuming(self) -> bool:
         return (
-            self._consumer_tag is not None
+            bool(self._subscriptions)
             and self.connection is not None
             and not self.connection.is_closed
             and self.connection.connected.is_set()
@@ -118,10 +128,10 @@ class Worker:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking messages, let in-flight ones finish within the grace period, requeue the rest, close."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        if self._queue is not None and self._consumer_tag is not None:
-            tag, self._consumer_tag = self._consumer_tag, None
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for queue, tag in subscriptions:
             try:
-                await self._queue.cancel(tag)
+                await queue.cancel(tag)
             except Exception as exc:  # connection already gone: nothing more will arrive anyway
                 log.info("consumer_cancel_failed", error=repr(exc))
         if self.consumer is not None and self.consumer.in_flight:

@@ -1,13 +1,18 @@
-"""Consumes commands, runs the handler, and settles each message from the retry policy's decision.
+"""Consumes commands from the shard queues, runs the handler, and settles each message.
 
-A message is acked only after its outcome is durable: the result event confirmed by the broker, the
-retry copy confirmed in a delay queue, or the dead-letter copy confirmed in the DLQ.
+Commands for one document are handled one at a time and in delivery order: the per-document lock is taken
+before the first ``await``, and transient failures are retried here, with backoff, while the lock is held,
+so a later command for the same document can never overtake an earlier one that is still being retried.
+
+A message is acked only after its outcome is durable: the result event confirmed by the broker, or the
+dead-letter copy confirmed in the DLQ (followed by a failed event).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from typing import Any, Protocol
 
 import aio_pika
@@ -16,18 +21,21 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from worker import retry_policy
 from worker.command_parsing import best_effort_ids, parse_command
-from worker.contracts import CloudEvent, DeleteCommand, DeleteSucceededData, UploadSucceededData
+from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
+from worker.document_locks import DocumentLocks
 from worker.errors import InternalError, WorkerError
 from worker.handlers import Delivery
 from worker.metrics import WorkerMetrics
 from worker.results import failed_event, success_event
 from worker.settings import Settings
-from worker.topology import retry_queue_name
 
 log = structlog.get_logger(__name__)
 
 ATTEMPT_HEADER = "x-attempt"
 FIRST_ATTEMPT_HEADER = "x-first-attempt-at"
+MAY_HAVE_RUN_HEADER = "x-may-have-run"  # set by the shard router when the ingress copy was a redelivery
+
+Result = UploadSucceededData | DeleteSucceededData
 
 
 class CommandHandlers(Protocol):
@@ -40,12 +48,13 @@ class EventPublisher(Protocol):
     async def publish(self, event: CloudEvent[Any]) -> None: ...
 
 
-def attempt_of(message: AbstractIncomingMessage) -> int:
-    value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
+def attempts_before(message: AbstractIncomingMessage) -> int:
+    """Attempts already made on this command before this delivery (0 for a fresh one)."""
+    value = (message.headers or {}).get(ATTEMPT_HEADER, 0)
     try:
-        return max(1, int(value))  # type: ignore[arg-type]
+        return max(0, int(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return 1
+        return 0
 
 
 class CommandConsumer:
@@ -62,6 +71,7 @@ class CommandConsumer:
         self._handlers = handlers
         self._publisher = publisher
         self._metrics = metrics or WorkerMetrics()
+        self._locks = DocumentLocks()
         self.in_flight: set[asyncio.Task[Any]] = set()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
@@ -81,71 +91,75 @@ class CommandConsumer:
                 self.in_flight.discard(task)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        attempt = attempt_of(message)
-        command_id = message.message_id or f"unidentified-{message.delivery_tag}"
         ids = best_effort_ids(message.body)
+        command_id = message.message_id or f"unidentified-{message.delivery_tag}"
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             command_id=command_id,
-            attempt=attempt,
             tenant_id=str(ids.get("tenant_id", "")) or None,
             document_id=str(ids.get("document_id", "")) or None,
         )
-        delivery = Delivery(command_id=command_id, attempt=attempt, redelivered=bool(message.redelivered))
+        command: Command | None = None
         error: WorkerError | None = None
-        result: UploadSucceededData | DeleteSucceededData | None = None
-        issued_at: dt.datetime | None = None
         try:
             command = parse_command(message.body)
-            issued_at = command.time
-            command_id = command.id if message.message_id is None else command_id
-            delivery = Delivery(command_id=command_id, attempt=attempt, redelivered=delivery.redelivered)
-            if isinstance(command, DeleteCommand):
-                result = await self._handlers.handle_delete(command, delivery)
-            else:
-                result = await self._handlers.handle_upload(command, delivery)
         except WorkerError as exc:
             error = exc
-        except Exception as exc:  # a bug: retry like a transient fault, so it ends in the DLQ, not lost
-            log.exception("unexpected_error")
-            error = InternalError(f"internal error: {type(exc).__name__}")
+        document_key: uuid.UUID | None = command.data.document_id if command else None
+        # Taken before any await: same-document commands queue up here in delivery order.
+        async with self._locks.hold(document_key):
+            if command is not None and message.message_id is None:
+                command_id = command.id
+            decision, result, error, attempt = await self._attempt_until_settled(message, command, command_id, error)
+            try:
+                await self._settle(message, decision, result, error, command_id, ids, attempt)
+            except Exception as exc:
+                # Broker trouble while settling: leave the message unacked; it is redelivered.
+                log.warning("settle_failed", error=repr(exc), outcome=decision.outcome.value)
+                await asyncio.sleep(1.0)  # no hot loop while the broker cannot take our events
+                await self._requeue(message)
+                return
+        self._record(ids.get("command_type", "unknown"), decision, error, result, command)
 
-        decision = retry_policy.decide(error, attempt, self._settings.retry_delays_ms)
-        try:
-            await self._settle(message, decision, result, error, command_id, ids, attempt)
-        except Exception as exc:
-            # Broker trouble while settling: leave the message unacked; it is redelivered.
-            log.warning("settle_failed", error=repr(exc), outcome=decision.outcome.value)
-            await asyncio.sleep(1.0)  # no hot loop while the broker cannot take our events
-            await self._requeue(message)
-            return
-        self._record(ids.get("command_type", "unknown"), decision, error, result, issued_at)
-
-    def _record(
+    async def _attempt_until_settled(
         self,
-        command_type: str,
-        decision: retry_policy.Decision,
-        error: WorkerError | None,
-        result: UploadSucceededData | DeleteSucceededData | None,
-        issued_at: dt.datetime | None,
-    ) -> None:
-        m = self._metrics
-        m.commands.labels(type=command_type, outcome=decision.outcome.value).inc()
-        if decision.outcome is retry_policy.Outcome.RETRY and error is not None:
-            m.retries.labels(error_code=error.code).inc()
-        elif decision.outcome is retry_policy.Outcome.DEAD_LETTER and error is not None:
-            m.dead_letters.labels(error_code=error.code).inc()
-        if isinstance(result, UploadSucceededData):
-            m.bytes_uploaded.inc(result.size)
-        if issued_at is not None and decision.outcome is not retry_policy.Outcome.RETRY:
-            aware = issued_at if issued_at.tzinfo else issued_at.replace(tzinfo=dt.UTC)
-            m.end_to_end.labels(type=command_type).observe(max(0.0, (dt.datetime.now(dt.UTC) - aware).total_seconds()))
+        message: AbstractIncomingMessage,
+        command: Command | None,
+        command_id: str,
+        parse_error: WorkerError | None,
+    ) -> tuple[retry_policy.Decision, Result | None, WorkerError | None, int]:
+        attempt = attempts_before(message) + 1
+        may_have_run = bool(message.redelivered) or bool((message.headers or {}).get(MAY_HAVE_RUN_HEADER))
+        while True:
+            structlog.contextvars.bind_contextvars(attempt=attempt)
+            result: Result | None = None
+            error = parse_error
+            if command is not None:
+                delivery = Delivery(command_id=command_id, attempt=attempt, redelivered=may_have_run)
+                try:
+                    if isinstance(command, DeleteCommand):
+                        result = await self._handlers.handle_delete(command, delivery)
+                    else:
+                        result = await self._handlers.handle_upload(command, delivery)
+                except WorkerError as exc:
+                    error = exc
+                except Exception as exc:  # a bug: retried like a transient fault, so it ends in the DLQ
+                    log.exception("unexpected_error")
+                    error = InternalError(f"internal error: {type(exc).__name__}")
+            decision = retry_policy.decide(error, attempt, self._settings.retry_delays_ms)
+            if decision.outcome is not retry_policy.Outcome.RETRY:
+                return decision, result, error, attempt
+            assert error is not None and decision.delay_ms is not None
+            log.info("command_retry_scheduled", error_code=error.code, error=error.message, delay_ms=decision.delay_ms)
+            self._metrics.retries.labels(error_code=error.code).inc()
+            await asyncio.sleep(decision.delay_ms / 1000)
+            attempt += 1
 
     async def _settle(
         self,
         message: AbstractIncomingMessage,
         decision: retry_policy.Decision,
-        result: UploadSucceededData | DeleteSucceededData | None,
+        result: Result | None,
         error: WorkerError | None,
         command_id: str,
         ids: dict[str, Any],
@@ -160,30 +174,25 @@ class CommandConsumer:
             assert error is not None
             log.warning("command_failed", error_code=error.code, error=error.message)
             await self._publisher.publish(failed_event(source, command_id, ids, error, attempt))
-        elif outcome is retry_policy.Outcome.RETRY:
-            assert error is not None and decision.delay_ms is not None
-            log.info("command_retry_scheduled", error_code=error.code, error=error.message, delay_ms=decision.delay_ms)
-            await self._republish(message, retry_queue_name(self._settings, decision.delay_ms), attempt + 1, {})
         else:
             assert error is not None
             log.error("command_dead_lettered", error_code=error.code, error=error.message)
-            extra = {
+            await self._dead_letter(message, attempt, error)
+            await self._publisher.publish(failed_event(source, command_id, ids, error, attempt, dead_lettered=True))
+        await message.ack()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, attempt: int, error: WorkerError) -> None:
+        headers = dict(message.headers or {})
+        headers.pop(MAY_HAVE_RUN_HEADER, None)
+        headers.setdefault(FIRST_ATTEMPT_HEADER, dt.datetime.now(dt.UTC).isoformat())
+        headers.update(
+            {
+                ATTEMPT_HEADER: attempt,
                 "x-error-code": error.code,
                 "x-error-message": error.message[:1000],
                 "x-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
             }
-            await self._republish(message, self._settings.dead_letter_queue, attempt, extra)
-            await self._publisher.publish(failed_event(source, command_id, ids, error, attempt, dead_lettered=True))
-        await message.ack()
-
-    async def _republish(
-        self, message: AbstractIncomingMessage, queue: str, attempt: int, extra_headers: dict[str, Any]
-    ) -> None:
-        headers = dict(message.headers or {})
-        headers.setdefault(FIRST_ATTEMPT_HEADER, dt.datetime.now(dt.UTC).isoformat())
-        headers[ATTEMPT_HEADER] = attempt
-        headers["x-original-routing-key"] = message.routing_key or headers.get("x-original-routing-key", "")
-        headers.update(extra_headers)
+        )
         copy = aio_pika.Message(
             body=message.body,
             content_type=message.content_type,
@@ -193,7 +202,25 @@ class CommandConsumer:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers=headers,
         )
-        await self._channel.default_exchange.publish(copy, routing_key=queue, mandatory=True)
+        await self._channel.default_exchange.publish(copy, routing_key=self._settings.dead_letter_queue, mandatory=True)
+
+    def _record(
+        self,
+        command_type: str,
+        decision: retry_policy.Decision,
+        error: WorkerError | None,
+        result: Result | None,
+        command: Command | None,
+    ) -> None:
+        m = self._metrics
+        m.commands.labels(type=command_type, outcome=decision.outcome.value).inc()
+        if decision.outcome is retry_policy.Outcome.DEAD_LETTER and error is not None:
+            m.dead_letters.labels(error_code=error.code).inc()
+        if isinstance(result, UploadSucceededData):
+            m.bytes_uploaded.inc(result.size)
+        if command is not None and command.time is not None:
+            issued = command.time if command.time.tzinfo else command.time.replace(tzinfo=dt.UTC)
+            m.end_to_end.labels(type=command_type).observe(max(0.0, (dt.datetime.now(dt.UTC) - issued).total_seconds()))
 
     @staticmethod
     async def _requeue(message: AbstractIncomingMessage) -> None:

@@ -42,8 +42,9 @@ def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
             "commands": {
                 "address": "{routingKey}",
                 "description": f"Exchange {s.command_exchange!r} (topic). Routing keys: upload, delete. "
-                f"Consumed from quorum queue {s.command_queue!r}; retries via "
-                f"{s.retry_queue_prefix}.<ms>ms delay queues; exhausted ones land in {s.dead_letter_queue!r}.",
+                f"Lands in the ingress quorum queue {s.command_queue!r}, is routed by document to "
+                f"{s.command_queue}.shard.<n> (single active consumer each, so per-document order holds); "
+                f"commands whose retries run out land in {s.dead_letter_queue!r}.",
                 "parameters": {"routingKey": {"enum": ["upload", "delete"]}},
                 "messages": {
                     "upload": message("upload-command", "Upload a document (new major version)"),

@@ -14,6 +14,7 @@ from worker.contracts import Command
 from worker.destinations import Destination
 from worker.emulator import serve_emulator
 from worker.settings import Settings
+from worker.topology import all_queue_names
 
 
 def demo_settings(base: Settings, service_key: dict[str, object]) -> Settings:
@@ -26,7 +27,6 @@ def demo_settings(base: Settings, service_key: dict[str, object]) -> Settings:
             "result_exchange": f"{prefix}.results",
             "results_queue": None,
             "dead_letter_queue": f"{prefix}.commands.dlq",
-            "retry_queue_prefix": f"{prefix}.commands.retry",
             "retry_delays_ms": [500, 2000],
             "http_port": 0,
         }
@@ -38,12 +38,9 @@ async def _purge_leftovers(settings: Settings) -> None:
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
-        for name in (settings.command_queue, settings.dead_letter_queue):
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-                await queue.purge()
-            except aio_pika.exceptions.ChannelClosed:
-                channel = await connection.channel()
+        for name in all_queue_names(settings):
+            # Deleted rather than purged: an older release may have declared them with other arguments.
+            await channel.queue_delete(name)
 
 
 async def run_demo(base: Settings, keep_running: bool = False) -> None:

@@ -1,15 +1,13 @@
 """Command handlers: turn a parsed upload/delete command into DMS calls and a success payload.
 
+The consumer serialises commands per document before calling them.
 They sit between the consumer (which knows nothing of CMIS) and the DMS client (which knows nothing of
 commands), and raise the typed errors of ``worker.errors`` for everything that goes wrong.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,27 +46,6 @@ def checkin_comment(command_id: str) -> str:
     return f"dms-upload-worker command {command_id}"
 
 
-class DocumentLocks:
-    """In-process per-document serialisation: two commands for one document never overlap here."""
-
-    def __init__(self) -> None:
-        self._locks: dict[uuid.UUID, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, document_id: uuid.UUID) -> AsyncIterator[None]:
-        lock, users = self._locks.get(document_id, (asyncio.Lock(), 0))
-        self._locks[document_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[document_id]
-            if users == 1:
-                del self._locks[document_id]
-            else:
-                self._locks[document_id] = (lock, users - 1)
-
-
 class Handlers:
     def __init__(
         self,
@@ -81,7 +58,6 @@ class Handlers:
         self._clients = clients
         self._repositories = repositories
         self._http = http
-        self._locks = DocumentLocks()
 
     async def handle_upload(self, command: UploadCommand, delivery: Delivery) -> UploadSucceededData:
         data = command.data
@@ -104,8 +80,7 @@ class Handlers:
         validation.check_file_type(file_name, mime, content, s.allowed_extensions, s.allowed_mime_types)
 
         repo = await self._repositories.find_or_create(dms, data.tenant_id)
-        async with self._locks.hold(data.document_id):
-            version = await self._write(dms, repo, str(data.document_id), file_name, mime, content, delivery)
+        version = await self._write(dms, repo, str(data.document_id), file_name, mime, content, delivery)
         log.info(
             "document_written", object_id=version.object_id, version_label=version.version_label, size=len(content)
         )
@@ -130,10 +105,9 @@ class Handlers:
         repo = await self._repositories.find(dms, data.tenant_id)  # never create one just to delete
         existed = False
         if repo is not None:
-            async with self._locks.hold(data.document_id):
-                current = await dms.find_by_name(repo, str(data.document_id))
-                if current is not None:
-                    existed = await dms.delete(repo, current.object_id)
+            current = await dms.find_by_name(repo, str(data.document_id))
+            if current is not None:
+                existed = await dms.delete(repo, current.object_id)
         log.info("document_deleted" if existed else "document_already_absent")
         return DeleteSucceededData(
             command_id=delivery.command_id,

@@ -11,14 +11,14 @@ from worker.errors import PermanentError, TransientError, WorkerError
 class Outcome(Enum):
     SUCCEEDED = "succeeded"  # publish success event, then ack
     FAILED = "failed"  # permanent: publish failed event, then ack; no retry
-    RETRY = "retry"  # transient with attempts left: republish to a delay queue, then ack
+    RETRY = "retry"  # transient with attempts left: wait delay_ms (message held, unacked), try again
     DEAD_LETTER = "dead_letter"  # transient, attempts used up: to the DLQ + failed event, then ack
 
 
 @dataclass(frozen=True)
 class Decision:
     outcome: Outcome
-    delay_ms: int | None = None  # for RETRY: which delay queue
+    delay_ms: int | None = None  # for RETRY: how long to wait before the next attempt
 
 
 def decide(error: WorkerError | None, attempt: int, delays_ms: list[int]) -> Decision:

@@ -24,6 +24,7 @@ from worker.destinations import Destination
 from worker.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from worker.emulator.store import Repository
 from worker.settings import Settings
+from worker.topology import all_queue_names
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -36,7 +37,7 @@ def settings_for(prefix: str, **overrides: Any) -> Settings:
         "result_exchange": f"{prefix}.results",
         "results_queue": f"{prefix}.results.all",
         "dead_letter_queue": f"{prefix}.dlq",
-        "retry_queue_prefix": f"{prefix}.retry",
+        "shard_count": 4,
         "retry_delays_ms": [200, 400],
         "log_json": True,
         "http_port": 0,
@@ -93,9 +94,7 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 async def delete_topology(connection: AbstractRobustConnection, settings: Settings) -> None:
     channel = await connection.channel()
-    names = [settings.command_queue, settings.dead_letter_queue, settings.results_queue or ""]
-    names += [f"{settings.retry_queue_prefix}.{d}ms" for d in set(settings.retry_delays_ms)]
-    for name in filter(None, names):
+    for name in all_queue_names(settings):
         await channel.queue_delete(name)
     for name in (settings.command_exchange, settings.result_exchange):
         await channel.exchange_delete(name)

@@ -1,0 +1,79 @@
+"""Routes commands from the ingress queue to shard queues by document, so each document has one queue.
+
+The ingress queue and every shard queue have a single active consumer (RabbitMQ's
+``x-single-active-consumer``), so commands for one document are routed, and then handled, in publish
+order even with many replicas: replicas share the load shard by shard, never document by document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from worker.command_parsing import best_effort_ids
+from worker.consumer import MAY_HAVE_RUN_HEADER
+
+log = structlog.get_logger(__name__)
+
+
+def shard_of(document_id: object, shard_count: int) -> int:
+    """Stable across processes and versions (unlike ``hash()``); documents without an id go to shard 0."""
+    if document_id is None:
+        return 0
+    digest = hashlib.blake2b(str(document_id).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shard_count
+
+
+def shard_queue_name(command_queue: str, shard: int) -> str:
+    return f"{command_queue}.shard.{shard}"
+
+
+class ShardRouter:
+    """Moves each ingress message to its shard queue: publish (confirmed), then ack.
+
+    Consume with prefetch 1 on a channel of its own, so the next message only comes after the ack: the
+    shard queues receive commands in ingress order.
+    """
+
+    def __init__(self, channel: AbstractChannel, command_queue: str, shard_count: int) -> None:
+        self._channel = channel
+        self._command_queue = command_queue
+        self._shard_count = shard_count
+        self.routed = 0
+
+    async def route(self, message: AbstractIncomingMessage) -> None:
+        document_id = best_effort_ids(message.body).get("document_id")
+        shard = shard_of(document_id, self._shard_count)
+        headers = dict(message.headers or {})
+        if message.redelivered:
+            headers[MAY_HAVE_RUN_HEADER] = True  # we may have routed it before: the copy could be a duplicate
+        copy = aio_pika.Message(
+            body=message.body,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            type=message.type,
+            timestamp=message.timestamp,
+            app_id=message.app_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
+        )
+        while True:
+            try:
+                await self._channel.default_exchange.publish(
+                    copy, routing_key=shard_queue_name(self._command_queue, shard), mandatory=True
+                )
+                await message.ack()
+                break
+            except aio_pika.exceptions.DeliveryError as exc:  # refused by the broker: try again shortly
+                log.warning("shard_publish_refused", shard=shard, error=repr(exc))
+                await asyncio.sleep(1)
+            except Exception as exc:  # connection lost: unacked, so the broker redelivers it after recovery
+                log.warning("shard_route_failed", shard=shard, error=repr(exc))
+                return
+        self.routed += 1
