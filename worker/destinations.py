@@ -27,23 +27,26 @@ class Destination(BaseModel):
     def _normalise(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if "uaa" in data:  # service key
-            uaa = data["uaa"]
-            uri = data.get("uri") or data.get("endpoints", {}).get("ecmservice", {}).get("url")
+        # Keys compared case-insensitively: environment sources may lower-case nested JSON keys.
+        keys = {str(k).lower(): v for k, v in data.items()}
+        if isinstance(keys.get("uaa"), dict):  # DMS service key
+            uaa = {str(k).lower(): v for k, v in keys["uaa"].items()}
+            endpoints = keys.get("endpoints") or {}
+            uri = keys.get("uri") or endpoints.get("ecmservice", {}).get("url")
             data = {
-                "name": data.get("name", DEFAULT_DESTINATION_NAME),
+                "name": keys.get("name", DEFAULT_DESTINATION_NAME),
                 "url": uri,
                 "client_id": uaa.get("clientid"),
                 "client_secret": uaa.get("clientsecret"),
                 "token_url": str(uaa.get("url", "")).rstrip("/") + "/oauth/token",
             }
-        elif "URL" in data:  # BTP destination properties
+        elif "clientid" in keys:  # BTP destination properties (URL, clientId, clientSecret, tokenServiceURL)
             data = {
-                "name": data.get("Name", DEFAULT_DESTINATION_NAME),
-                "url": data.get("URL"),
-                "client_id": data.get("clientId"),
-                "client_secret": data.get("clientSecret"),
-                "token_url": data.get("tokenServiceURL"),
+                "name": keys.get("name", DEFAULT_DESTINATION_NAME),
+                "url": keys.get("url"),
+                "client_id": keys.get("clientid"),
+                "client_secret": keys.get("clientsecret"),
+                "token_url": keys.get("tokenserviceurl"),
             }
         if isinstance(data.get("url"), str) and not data["url"].endswith("/"):
             data = {**data, "url": data["url"] + "/"}

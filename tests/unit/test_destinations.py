@@ -56,3 +56,20 @@ def test_settings_read_destinations_from_the_environment(monkeypatch) -> None:
 
 def test_without_a_default_destination_unknown_tenants_have_none() -> None:
     assert Settings(_env_file=None).destination_for(uuid.uuid4()) is None
+
+
+def test_default_destination_from_the_environment_in_btp_form(monkeypatch) -> None:
+    props = {
+        "Name": "X",
+        "URL": "https://dms",
+        "clientId": "cid",
+        "clientSecret": "sec",
+        "tokenServiceURL": "https://uaa/oauth/token",
+    }
+    monkeypatch.setenv("DMS_WORKER_DESTINATION", json.dumps(props))
+    dest = Settings(_env_file=None).destination
+    assert dest is not None and (dest.url, dest.client_id, dest.token_url) == (
+        "https://dms/",
+        "cid",
+        props["tokenServiceURL"],
+    )

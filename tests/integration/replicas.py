@@ -1,0 +1,63 @@
+"""Worker replicas as real OS processes (``python -m worker run``), configured like a deployment would be."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from worker.settings import Settings
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMS_WORKER_")}
+    values = settings.model_dump(mode="json", exclude={"amqp_url", "destination", "tenant_destinations"})
+    for key, value in values.items():
+        if value is None:
+            continue
+        env[f"DMS_WORKER_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    env["DMS_WORKER_AMQP_URL"] = settings.amqp_url.get_secret_value()
+    if settings.destination is not None:
+        d = settings.destination
+        env["DMS_WORKER_DESTINATION"] = json.dumps(
+            {
+                "URL": d.url,
+                "clientId": d.client_id,
+                "clientSecret": d.client_secret.get_secret_value(),
+                "tokenServiceURL": d.token_url,
+                "Name": d.name,
+            }
+        )
+    env["DMS_WORKER_HTTP_PORT"] = "0"
+    env["DMS_WORKER_LOG_LEVEL"] = "INFO"
+    return env
+
+
+class Replicas:
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self._env = environment(settings)
+        self._log_dir = log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            log = (self._log_dir / f"replica-{len(self.processes)}.log").open("wb")
+            self.processes.append(
+                subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self._env, stdout=log, stderr=log)
+            )
+
+    def signal(self, index: int, sig: signal.Signals) -> None:
+        self.processes[index].send_signal(sig)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()

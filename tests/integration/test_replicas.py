@@ -1,0 +1,61 @@
+"""Several worker processes on one queue: shared load, per-document order, nothing lost on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from worker.command_publishing import upload_command
+from worker.contracts import UploadCommand
+
+from .conftest import StackFactory
+from .replicas import Replicas
+
+
+@pytest.mark.timeout(240)
+async def test_three_replicas_share_300_uploads_in_order_and_survive_a_sigterm(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    # The in-process worker of the fixture is stopped: only the three OS processes work here.
+    stack = await make_stack(shard_count=6, prefetch=8)
+    await stack.worker.stop()
+    tenants = [uuid.uuid4() for _ in range(3)]
+    documents = [(tenants[i % 3], uuid.uuid4()) for i in range(10)]
+    commands: list[UploadCommand] = []
+    for n in range(300):
+        tenant, doc = documents[n % 10]
+        commands.append(upload_command(tenant, doc, f"rev-{n}.txt", "text/plain", f"upload {n}".encode()))
+
+    replicas = Replicas(stack.settings, tmp_path)
+    replicas.start(3)
+    try:
+        await stack.set_faults(latency_ms=5)
+        for command in commands:
+            await stack.send(command)
+        first = await stack.next_events(60, timeout=60)
+        replicas.signal(0, signal.SIGTERM)  # mid-run: it drains and leaves; its shards fail over
+        rest = await stack.next_events(240, timeout=120)
+        await asyncio.sleep(1)
+        assert stack.events.empty(), "a command produced a second result event"
+    finally:
+        replicas.stop_all()
+    assert replicas.processes[0].returncode == 0
+
+    events = first + rest
+    assert sorted(e["data"]["command_id"] for e in events) == sorted(c.id for c in commands)
+    assert {e["type"] for e in events} == {"dms.upload.succeeded"}
+
+    published: dict[uuid.UUID, list[bytes]] = defaultdict(list)
+    for command in commands:
+        published[command.data.document_id].append(f"upload {commands.index(command)}".encode())
+    for tenant, doc in documents:
+        series = stack.repository(tenant).series_by_name[str(doc)]
+        labels = [v.label for v in series.versions]
+        assert labels == [f"{i}.0" for i in range(1, 31)]  # contiguous, none duplicated
+        stored = [stack.emulator.emulator.state.content.get(v.content_id) for v in series.versions]
+        assert stored == published[doc]  # versions in publish order
