@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 
 import aio_pika
@@ -21,6 +20,7 @@ from worker.metrics import WorkerMetrics
 from worker.repositories import TenantRepositories
 from worker.results import ResultPublisher
 from worker.settings import Settings
+from worker.shard_assignment import ShardAssigner
 from worker.sharding import ShardRouter
 from worker.tokens import TokenCache
 
@@ -75,6 +75,7 @@ class Worker:
         self._clients: DmsClients | None = None
         self._subscriptions: list[tuple[AbstractQueue, str]] = []
         self._health: web.AppRunner | None = None
+        self._assigner: ShardAssigner | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -92,10 +93,15 @@ class Worker:
         await channel.set_qos(prefetch_count=s.prefetch)
         declared = await topology.declare(channel, s)
         self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(declared.result_exchange), self.metrics)
-        # Shards in a random order: with single active consumers, whoever subscribes first to a shard
-        # works it, so replicas starting together spread the shards between them.
-        for queue in random.sample(declared.shard_queues, len(declared.shard_queues)):
-            self._subscriptions.append((queue, await queue.consume(self.consumer.on_message)))
+        self._assigner = ShardAssigner(
+            channel,
+            f"{s.command_queue}.members",
+            declared.shard_queues,
+            self.consumer.on_message,
+            self.consumer.in_flight_from,
+            heartbeat_s=s.membership_heartbeat_s,
+        )
+        await self._assigner.start()
         router_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         await router_channel.set_qos(prefetch_count=1)  # strictly one at a time keeps ingress order
         router = ShardRouter(router_channel, s.command_queue, s.shard_count)
@@ -128,6 +134,8 @@ class Worker:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking messages, let in-flight ones finish within the grace period, requeue the rest, close."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        if self._assigner is not None:
+            await self._assigner.release_all()  # heartbeats go on: nobody takes our shards while we drain
         subscriptions, self._subscriptions = self._subscriptions, []
         for queue, tag in subscriptions:
             try:
@@ -141,6 +149,8 @@ class Worker:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if self._assigner is not None:
+            await self._assigner.stop()
         if self._health is not None:
             await self._health.cleanup()
         if self.connection is not None:

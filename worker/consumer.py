@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections import Counter
 from typing import Any, Protocol
 
 import aio_pika
@@ -73,11 +74,18 @@ class CommandConsumer:
         self._metrics = metrics or WorkerMetrics()
         self._locks = DocumentLocks()
         self.in_flight: set[asyncio.Task[Any]] = set()
+        self._in_flight_by_queue: Counter[str] = Counter()
+
+    def in_flight_from(self, queue: str) -> int:
+        """Messages from this queue not yet settled (shard handover waits for zero)."""
+        return self._in_flight_by_queue[queue]
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
             self.in_flight.add(task)
+        queue = message.routing_key or ""
+        self._in_flight_by_queue[queue] += 1
         self._metrics.in_flight.inc()
         try:
             await self._process(message)
@@ -87,6 +95,9 @@ class CommandConsumer:
             raise
         finally:
             self._metrics.in_flight.dec()
+            self._in_flight_by_queue[queue] -= 1
+            if not self._in_flight_by_queue[queue]:
+                del self._in_flight_by_queue[queue]
             if task is not None:
                 self.in_flight.discard(task)
 

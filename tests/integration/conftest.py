@@ -38,6 +38,7 @@ def settings_for(prefix: str, **overrides: Any) -> Settings:
         "results_queue": f"{prefix}.results.all",
         "dead_letter_queue": f"{prefix}.dlq",
         "shard_count": 4,
+        "membership_heartbeat_s": 0.2,
         "retry_delays_ms": [200, 400],
         "log_json": True,
         "http_port": 0,

@@ -45,6 +45,8 @@ async def test_three_replicas_share_300_uploads_in_order_and_survive_a_sigterm(
     finally:
         replicas.stop_all()
     assert replicas.processes[0].returncode == 0
+    written = [(tmp_path / f"replica-{i}.log").read_text().count('"document_written"') for i in range(3)]
+    assert sum(written) >= 300 and sum(1 for n in written if n) >= 2, written  # the load was shared
 
     events = first + rest
     assert sorted(e["data"]["command_id"] for e in events) == sorted(c.id for c in commands)
