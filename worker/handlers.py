@@ -139,11 +139,28 @@ class Handlers:
             latest = await dms.find_by_name(repo, name)
             if latest is None:
                 raise DocumentLocked(f"document {name} vanished while being written; will retry")
-            if latest.checkin_comment == checkin_comment(delivery.command_id):
-                log.info("version_already_written", object_id=latest.object_id)
+            if await self._already_written(dms, repo, latest, file_name, content, delivery):
+                log.info("version_already_written", object_id=latest.object_id, version_label=latest.version_label)
                 return latest
             existing_id = latest.object_id
         return await self._new_major_version(dms, repo, existing_id, latest, file_name, mime, content, delivery)
+
+    @staticmethod
+    async def _already_written(
+        dms: DmsClient,
+        repo: RepositoryRef,
+        latest: DocumentVersion,
+        file_name: str,
+        content: bytes,
+        delivery: Delivery,
+    ) -> bool:
+        """Is the latest version this very command's earlier write? Check-ins carry the command id; a
+        first version (createDocument takes no comment) counts as ours when name and bytes are identical."""
+        if latest.checkin_comment == checkin_comment(delivery.command_id):
+            return True
+        if latest.checkin_comment or latest.file_name != file_name or latest.length != len(content):
+            return False
+        return await dms.content(repo, latest.object_id) == content
 
     async def _new_major_version(
         self,

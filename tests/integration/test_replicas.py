@@ -61,3 +61,46 @@ async def test_three_replicas_share_300_uploads_in_order_and_survive_a_sigterm(
         assert labels == [f"{i}.0" for i in range(1, 31)]  # contiguous, none duplicated
         stored = [stack.emulator.emulator.state.content.get(v.content_id) for v in series.versions]
         assert stored == published[doc]  # versions in publish order
+
+
+@pytest.mark.timeout(240)
+async def test_a_replica_killed_mid_upload_loses_nothing_and_duplicates_no_version(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = await make_stack(shard_count=4, prefetch=8)
+    await stack.worker.stop()
+    tenant = uuid.uuid4()
+    documents = [uuid.uuid4() for _ in range(6)]
+    commands = [upload_command(tenant, documents[n % 6], "f.txt", "text/plain", f"{n}".encode()) for n in range(120)]
+    replicas = Replicas(stack.settings, tmp_path)
+    replicas.start(2)
+    try:
+        await stack.set_faults(latency_ms=20)
+        for command in commands:
+            await stack.send(command)
+        events = await stack.next_events(30, timeout=60)
+        replicas.signal(0, signal.SIGKILL)
+        wanted = {c.id for c in commands}
+        deadline = asyncio.get_running_loop().time() + 120
+        while {e["data"]["command_id"] for e in events} != wanted and asyncio.get_running_loop().time() < deadline:
+            try:
+                events += await stack.next_events(1, timeout=2)
+            except TimeoutError:
+                continue
+        await asyncio.sleep(1)
+        while not stack.events.empty():
+            events.append(stack.events.get_nowait())
+    finally:
+        replicas.stop_all()
+
+    by_command: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for event in events:
+        assert event["type"] == "dms.upload.succeeded", event
+        by_command[event["data"]["command_id"]].add((event["data"]["object_id"], event["data"]["version_label"]))
+    assert set(by_command) == {c.id for c in commands}
+    assert all(len(results) == 1 for results in by_command.values())  # a repeat names the same version
+    for doc in documents:
+        series = stack.repository(tenant).series_by_name[str(doc)]
+        assert [v.label for v in series.versions] == [f"{i}.0" for i in range(1, 21)]
+        contents = [stack.emulator.emulator.state.content.get(v.content_id) for v in series.versions]
+        assert contents == [f"{n}".encode() for n in range(120) if n % 6 == documents.index(doc)]
