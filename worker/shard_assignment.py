@@ -151,4 +151,7 @@ class ShardAssigner:
 
     async def _cancel(self, shard: int) -> None:
         tag = self._subscribed.pop(shard)
-        await self._queues[shard].cancel(tag)
+        try:
+            await self._queues[shard].cancel(tag)
+        except Exception as exc:  # channel closed: the broker has dropped the subscription already
+            log.info("shard_cancel_failed", shard=shard, error=repr(exc))

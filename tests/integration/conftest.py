@@ -94,7 +94,14 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 
 async def delete_topology(connection: AbstractRobustConnection, settings: Settings) -> None:
-    channel = await connection.channel()
+    for _ in range(50):  # a fault test may have just cut the connection: wait for the robust reconnect
+        try:
+            channel = await connection.channel()
+            break
+        except Exception:
+            await asyncio.sleep(0.2)
+    else:
+        return
     for name in all_queue_names(settings):
         await channel.queue_delete(name)
     for name in (settings.command_exchange, settings.result_exchange):
