@@ -1,4 +1,5 @@
-"""Generates ``contracts/`` (JSON Schemas + AsyncAPI) from the pydantic models, and spots drift."""
+"""Generates ``contracts/`` (JSON Schemas + AsyncAPI) from the pydantic models and the broker definitions
+in ``deploy/rabbitmq/`` from the topology code, and spots drift."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from typing import Any
 
 import yaml
 
+from worker.broker_definitions import definitions
 from worker.contracts import CLOUDEVENTS_CONTENT_TYPE, json_schemas
 from worker.settings import Settings
 
-CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONTRACTS_DIR = REPO_ROOT / "contracts"
+DEFINITIONS_FILE = REPO_ROOT / "deploy" / "rabbitmq" / "definitions.json"
 
 
 def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
@@ -74,26 +78,27 @@ def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-def rendered() -> dict[str, str]:
+def rendered() -> dict[Path, str]:
     files = {
-        f"{name}.schema.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        CONTRACTS_DIR / f"{name}.schema.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
         for name, schema in json_schemas().items()
     }
-    files["asyncapi.yaml"] = yaml.safe_dump(asyncapi(), sort_keys=False)
+    files[CONTRACTS_DIR / "asyncapi.yaml"] = yaml.safe_dump(asyncapi(), sort_keys=False)
+    files[DEFINITIONS_FILE] = json.dumps(definitions(Settings(_env_file=None)), indent=2) + "\n"
     return files
 
 
 def stale() -> list[str]:
     return [
-        name
-        for name, text in rendered().items()
-        if not (CONTRACTS_DIR / name).exists() or (CONTRACTS_DIR / name).read_text() != text
+        str(path.relative_to(REPO_ROOT))
+        for path, text in rendered().items()
+        if not path.exists() or path.read_text() != text
     ]
 
 
 def write() -> list[str]:
     changed = stale()
-    CONTRACTS_DIR.mkdir(exist_ok=True)
-    for name, text in rendered().items():
-        (CONTRACTS_DIR / name).write_text(text)
+    for path, text in rendered().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     return changed
