@@ -16,10 +16,17 @@ _MODELS: dict[str, type[UploadCommand] | type[DeleteCommand]] = {UPLOAD: UploadC
 
 
 def parse_command(body: bytes) -> Command:
+    return command_from_json(decode_body(body))
+
+
+def decode_body(body: bytes) -> Any:
     try:
-        raw = json.loads(body)
+        return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidCommand(f"message body is not JSON: {exc}") from exc
+
+
+def command_from_json(raw: Any) -> Command:
     if not isinstance(raw, dict):
         raise InvalidCommand("message body must be a JSON object (a CloudEvent)")
     event_type = raw.get("type")
@@ -44,13 +51,18 @@ def _describe(exc: ValidationError) -> str:
 def best_effort_ids(body: bytes) -> dict[str, Any]:
     """Whatever identifiers a (possibly invalid) command carries, for its failed event and logs."""
     try:
-        raw = json.loads(body)
-        data = raw.get("data") if isinstance(raw, dict) else None
+        return ids_from_json(json.loads(body))
     except (UnicodeDecodeError, ValueError):
         return {}
+
+
+def ids_from_json(raw: Any) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    if isinstance(raw, dict) and isinstance(raw.get("type"), str):
+    if not isinstance(raw, dict):
+        return found
+    if isinstance(raw.get("type"), str):
         found["command_type"] = raw["type"][:100]
+    data = raw.get("data")
     if isinstance(data, dict):
         for key in ("tenant_id", "document_id"):
             with contextlib.suppress(ValueError):

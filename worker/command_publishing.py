@@ -11,6 +11,7 @@ from aio_pika.abc import AbstractExchange
 
 from worker.contracts import Command, DeleteCommand, DeleteData, UploadCommand, UploadData, routing_key
 from worker.results import to_message
+from worker.sharding import DOCUMENT_HEADER
 
 UPSTREAM_SOURCE = "urn:dms-upload-worker:cli"
 
@@ -54,4 +55,5 @@ def delete_command(tenant_id: uuid.UUID, document_id: uuid.UUID, source: str = U
 
 async def publish_command(exchange: AbstractExchange, command: Command) -> None:
     """Publishes with confirms; returns once the broker has the command."""
-    await exchange.publish(to_message(command), routing_key=routing_key(command.type), mandatory=True)
+    message = to_message(command, headers={DOCUMENT_HEADER: str(command.data.document_id)})
+    await exchange.publish(message, routing_key=routing_key(command.type), mandatory=True)

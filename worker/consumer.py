@@ -21,7 +21,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from worker import retry_policy
-from worker.command_parsing import best_effort_ids, parse_command
+from worker.command_parsing import command_from_json, decode_body, ids_from_json
 from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
 from worker.document_locks import DocumentLocks
 from worker.errors import InternalError, WorkerError
@@ -102,7 +102,16 @@ class CommandConsumer:
                 self.in_flight.discard(task)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        ids = best_effort_ids(message.body)
+        raw: Any = None
+        command: Command | None = None
+        error: WorkerError | None = None
+        try:
+            raw = decode_body(message.body)  # parsed once: bodies can be 14 MB of base64
+            command = command_from_json(raw)
+        except WorkerError as exc:
+            error = exc
+        ids = ids_from_json(raw)
+        del raw
         command_id = message.message_id or f"unidentified-{message.delivery_tag}"
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
@@ -110,12 +119,6 @@ class CommandConsumer:
             tenant_id=str(ids.get("tenant_id", "")) or None,
             document_id=str(ids.get("document_id", "")) or None,
         )
-        command: Command | None = None
-        error: WorkerError | None = None
-        try:
-            command = parse_command(message.body)
-        except WorkerError as exc:
-            error = exc
         document_key: uuid.UUID | None = command.data.document_id if command else None
         # Taken before any await: same-document commands queue up here in delivery order.
         async with self._locks.hold(document_key):

@@ -19,6 +19,8 @@ from worker.consumer import MAY_HAVE_RUN_HEADER
 
 log = structlog.get_logger(__name__)
 
+DOCUMENT_HEADER = "x-document-id"
+
 
 def shard_of(document_id: object, shard_count: int) -> int:
     """Stable across processes and versions (unlike ``hash()``); documents without an id go to shard 0."""
@@ -46,9 +48,10 @@ class ShardRouter:
         self.routed = 0
 
     async def route(self, message: AbstractIncomingMessage) -> None:
-        document_id = best_effort_ids(message.body).get("document_id")
-        shard = shard_of(document_id, self._shard_count)
         headers = dict(message.headers or {})
+        # Producers that set the header spare us parsing a body of up to 14 MB.
+        document_id = headers.get(DOCUMENT_HEADER) or best_effort_ids(message.body).get("document_id")
+        shard = shard_of(document_id, self._shard_count)
         if message.redelivered:
             headers[MAY_HAVE_RUN_HEADER] = True  # we may have routed it before: the copy could be a duplicate
         copy = aio_pika.Message(
