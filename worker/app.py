@@ -103,7 +103,7 @@ class Worker:
         )
         await self._assigner.start()
         router_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        await router_channel.set_qos(prefetch_count=1)  # strictly one at a time keeps ingress order
+        await router_channel.set_qos(prefetch_count=s.router_prefetch)
         router = ShardRouter(router_channel, s.command_queue, s.shard_count)
         ingress = await router_channel.get_queue(s.command_queue)
         self._subscriptions.append((ingress, await ingress.consume(router.route)))

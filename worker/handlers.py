@@ -139,28 +139,33 @@ class Handlers:
             latest = await dms.find_by_name(repo, name)
             if latest is None:
                 raise DocumentLocked(f"document {name} vanished while being written; will retry")
-            if await self._already_written(dms, repo, latest, file_name, content, delivery):
-                log.info("version_already_written", object_id=latest.object_id, version_label=latest.version_label)
-                return latest
+            earlier = await self._earlier_write(dms, repo, latest, file_name, content, delivery)
+            if earlier is not None:
+                log.info("version_already_written", object_id=earlier.object_id, version_label=earlier.version_label)
+                return earlier
             existing_id = latest.object_id
         return await self._new_major_version(dms, repo, existing_id, latest, file_name, mime, content, delivery)
 
     @staticmethod
-    async def _already_written(
+    async def _earlier_write(
         dms: DmsClient,
         repo: RepositoryRef,
         latest: DocumentVersion,
         file_name: str,
         content: bytes,
         delivery: Delivery,
-    ) -> bool:
-        """Is the latest version this very command's earlier write? Check-ins carry the command id; a
-        first version (createDocument takes no comment) counts as ours when name and bytes are identical."""
-        if latest.checkin_comment == checkin_comment(delivery.command_id):
-            return True
-        if latest.checkin_comment or latest.file_name != file_name or latest.length != len(content):
-            return False
-        return await dms.content(repo, latest.object_id) == content
+    ) -> DocumentVersion | None:
+        """The version this very command wrote before, if any. Check-ins carry the command id; a first
+        version (createDocument takes no comment) counts as ours when name and bytes are identical."""
+        marker = checkin_comment(delivery.command_id)
+        if latest.checkin_comment == marker:
+            return latest
+        if latest.checkin_comment is None:  # only a first version: compare name and bytes
+            if latest.file_name != file_name or latest.length != len(content):
+                return None
+            return latest if await dms.content(repo, latest.object_id) == content else None
+        # A duplicate delivered after a later command: our version may sit below the latest.
+        return next((v for v in await dms.versions(repo, latest.object_id) if v.checkin_comment == marker), None)
 
     async def _new_major_version(
         self,

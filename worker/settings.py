@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     results_queue: str | None = "dms.results.all"  # a durable catch-all so no event is unroutable
     dead_letter_queue: str = "dms.commands.dlq"
     shard_count: int = Field(default=8, ge=1)  # per-document order: one single-active-consumer queue per shard
+    router_prefetch: int = Field(default=64, ge=1)  # ingress messages being moved to shards at once
     membership_heartbeat_s: float = Field(default=1.0, gt=0)  # replicas announce themselves to share shards
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1_000, 5_000, 30_000, 120_000])
     delivery_limit: int = 20  # quorum-queue redeliveries (crash loops) before RabbitMQ dead-letters

@@ -37,8 +37,10 @@ def shard_queue_name(command_queue: str, shard: int) -> str:
 class ShardRouter:
     """Moves each ingress message to its shard queue: publish (confirmed), then ack.
 
-    Consume with prefetch 1 on a channel of its own, so the next message only comes after the ack: the
-    shard queues receive commands in ingress order.
+    Messages are routed concurrently (up to the router channel's prefetch) yet published in delivery
+    order: each delivery runs as its own task, tasks start in delivery order, and ``route`` reaches the
+    channel's publish lock (FIFO, held until the frame is written) before its first suspension. Confirms
+    and acks then complete in any order, which is harmless.
     """
 
     def __init__(self, channel: AbstractChannel, command_queue: str, shard_count: int) -> None:

@@ -74,6 +74,10 @@ class FakeDms:
         self.calls.append("getObjectByPath")
         return self.docs[name][-1] if name in self.docs else None
 
+    async def versions(self, repo, object_id) -> list[DocumentVersion]:
+        self.calls.append("getAllVersions")
+        return list(reversed(self.docs[object_id.rsplit("-", 1)[0]]))
+
     async def delete(self, repo, object_id) -> bool:
         self.calls.append("delete")
         return self.docs.pop(object_id.rsplit("-", 1)[0], None) is not None
@@ -133,6 +137,20 @@ async def test_a_redelivered_command_returns_its_earlier_version_instead_of_writ
     )
     assert again.object_id == first.object_id and again.version_label == "2.0"
     assert len(dms.docs[str(doc)]) == 2
+
+
+async def test_a_duplicate_arriving_after_a_later_command_finds_its_own_version(
+    handlers: Handlers, dms: FakeDms
+) -> None:
+    doc = uuid.uuid4()
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"1"), delivery("c1"))
+    mine = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"2"), delivery("c2"))
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"3"), delivery("c3"))
+    again = await handlers.handle_upload(
+        upload_command(TENANT, doc, "a.txt", "text/plain", b"2"), delivery("c2", redelivered=True)
+    )
+    assert (again.object_id, again.version_label) == (mine.object_id, "2.0")
+    assert len(dms.docs[str(doc)]) == 3
 
 
 async def test_failed_check_in_cancels_the_checkout(handlers: Handlers, dms: FakeDms) -> None:
