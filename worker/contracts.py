@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, model_validator
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 
@@ -41,6 +42,16 @@ class UploadData(BaseModel):
     content_url: HttpUrl | None = Field(default=None, description="Content by reference (allowlisted hosts)")
     size: int | None = Field(default=None, ge=0, description="Declared size in bytes; verified")
     sha256: Sha256Hex | None = Field(default=None, description="Declared SHA-256 (hex); verified")
+
+    # The decoded inline content, once decoded: the base64 text (1.33x the file) is then let go.
+    _decoded: bytes | None = PrivateAttr(default=None)
+
+    def inline_content(self, decode: Callable[[str], bytes]) -> bytes | None:
+        """Inline content decoded once and kept for later attempts; None for content by reference."""
+        if self._decoded is None and self.content_base64 is not None:
+            self._decoded = decode(self.content_base64)
+            self.content_base64 = None
+        return self._decoded
 
     @model_validator(mode="after")
     def _exactly_one_content_source(self) -> UploadData:

@@ -64,9 +64,8 @@ class Handlers:
         s = self._settings
         dms = self._clients.for_tenant(data.tenant_id)
         file_name = validation.sanitise_file_name(data.file_name, s.max_file_name_length)
-        if data.content_base64 is not None:
-            content = content_source.decode_inline(data.content_base64, s.max_file_size)
-        else:
+        content = data.inline_content(lambda text: content_source.decode_inline(text, s.max_file_size))
+        if content is None:
             content = await content_source.fetch_url(
                 self._http,
                 str(data.content_url),

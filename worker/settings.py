@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     membership_heartbeat_s: float = Field(default=1.0, gt=0)  # replicas announce themselves to share shards
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1_000, 5_000, 30_000, 120_000])
     delivery_limit: int = 20  # quorum-queue redeliveries (crash loops) before RabbitMQ dead-letters
-    prefetch: int = 16
+    prefetch: int = 8  # per shard queue (RabbitMQ applies it per consumer): up to prefetch x shards in flight
     event_source: str = "urn:dms-upload-worker"
 
     # DMS

@@ -15,7 +15,7 @@ def main() -> None:
     work.add_argument("--sizes", nargs="+", default=["10 KB", "1 MB", "10 MB"], choices=["10 KB", "1 MB", "10 MB"])
     work.add_argument("--latencies", nargs="+", type=int, default=[0, 50], help="emulator latency, ms")
     work.add_argument("--replicas", nargs="+", type=int, default=[1, 3])
-    work.add_argument("--prefetch", type=int, default=4, help="per shard queue; 8 shards")
+    work.add_argument("--prefetch", type=int, default=8, help="per shard queue; 8 shards")
     args = parser.parse_args()
     if args.which == "emulator":
         from worker.bench.emulator_bench import main as run
