@@ -283,6 +283,8 @@ def print_tables(runs: list[Run], calls: list[tuple[str, float, float]]) -> None
 
 
 async def main(sizes: list[str], latencies: list[int], replica_counts: list[int], prefetch: int) -> None:
+    if pin(1):  # the emulator and this driver share CPU 0; a single replica (or the baseline) has CPU 1
+        os.sched_setaffinity(0, {0})
     emulator = Emulator()
     try:
         await wait_until_up(emulator.base)
