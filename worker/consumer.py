@@ -16,7 +16,6 @@ import uuid
 from collections import Counter
 from typing import Any, Protocol
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
@@ -27,6 +26,7 @@ from worker.document_locks import DocumentLocks
 from worker.errors import InternalError, WorkerError
 from worker.handlers import Delivery
 from worker.metrics import WorkerMetrics
+from worker.republishing import persistent_copy
 from worker.results import failed_event, success_event
 from worker.settings import Settings
 
@@ -207,16 +207,9 @@ class CommandConsumer:
                 "x-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
             }
         )
-        copy = aio_pika.Message(
-            body=message.body,
-            content_type=message.content_type,
-            message_id=message.message_id,
-            type=message.type,
-            timestamp=message.timestamp,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers=headers,
+        await self._channel.default_exchange.publish(
+            persistent_copy(message, headers), routing_key=self._settings.dead_letter_queue, mandatory=True
         )
-        await self._channel.default_exchange.publish(copy, routing_key=self._settings.dead_letter_queue, mandatory=True)
 
     def _record(
         self,

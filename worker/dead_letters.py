@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from worker.consumer import ATTEMPT_HEADER, FIRST_ATTEMPT_HEADER
 from worker.contracts import routing_key
+from worker.republishing import persistent_copy
 from worker.settings import Settings
 
 REPLAY_HEADER = "x-replay-count"
@@ -207,12 +208,4 @@ def _replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
     headers: dict[str, Any] = {k: v for k, v in (message.headers or {}).items() if k not in _STRIPPED_ON_REPLAY}
     headers[REPLAY_HEADER] = int(headers.get(REPLAY_HEADER, 0)) + 1
     headers.pop(FIRST_ATTEMPT_HEADER, None)
-    return aio_pika.Message(
-        body=message.body,
-        content_type=message.content_type,
-        message_id=message.message_id,
-        type=message.type,
-        timestamp=message.timestamp,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        headers=headers,
-    )
+    return persistent_copy(message, headers)

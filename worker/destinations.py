@@ -52,6 +52,16 @@ class Destination(BaseModel):
             data = {**data, "url": data["url"] + "/"}
         return data
 
+    def as_properties(self) -> dict[str, str]:
+        """BTP destination properties, secret included (for handing to another process)."""
+        return {
+            "Name": self.name,
+            "URL": self.url,
+            "clientId": self.client_id,
+            "clientSecret": self.client_secret.get_secret_value(),
+            "tokenServiceURL": self.token_url,
+        }
+
     @property
     def cache_key(self) -> tuple[str, str]:
         return (self.token_url, self.client_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from pydantic import Field, SecretStr
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         extra="ignore",
+        env_parse_none_str="null",
     )
 
     # broker
@@ -78,3 +80,18 @@ class Settings(BaseSettings):
 
     def destination_for(self, tenant_id: uuid.UUID) -> Destination | None:
         return self.tenant_destinations.get(tenant_id, self.destination)
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``DMS_WORKER_*`` variables (secrets included): to start replicas with them."""
+        env: dict[str, str] = {}
+        plain = self.model_dump(mode="json", exclude={"amqp_url", "destination", "tenant_destinations"})
+        for key, value in plain.items():
+            env[f"DMS_WORKER_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        env["DMS_WORKER_AMQP_URL"] = self.amqp_url.get_secret_value()
+        if self.destination is not None:
+            env["DMS_WORKER_DESTINATION"] = json.dumps(self.destination.as_properties())
+        if self.tenant_destinations:
+            env["DMS_WORKER_TENANT_DESTINATIONS"] = json.dumps(
+                {str(t): d.as_properties() for t, d in self.tenant_destinations.items()}
+            )
+        return env

@@ -16,6 +16,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from worker.command_parsing import best_effort_ids
 from worker.consumer import MAY_HAVE_RUN_HEADER
+from worker.republishing import persistent_copy
 
 log = structlog.get_logger(__name__)
 
@@ -56,18 +57,7 @@ class ShardRouter:
         shard = shard_of(document_id, self._shard_count)
         if message.redelivered:
             headers[MAY_HAVE_RUN_HEADER] = True  # we may have routed it before: the copy could be a duplicate
-        copy = aio_pika.Message(
-            body=message.body,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            timestamp=message.timestamp,
-            app_id=message.app_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers=headers,
-        )
+        copy = persistent_copy(message, headers)
         while True:
             try:
                 await self._channel.default_exchange.publish(

@@ -47,8 +47,9 @@ def sanitise_file_name(name: str, max_length: int) -> str:
     if len(cleaned) <= max_length:
         return cleaned
     stem, dot, ext = cleaned.rpartition(".")
-    if dot and 0 < len(ext) < 16:
-        return stem[: max_length - len(ext) - 1] + "." + ext
+    room = max_length - len(ext) - 1
+    if dot and 0 < len(ext) < 16 and room >= 1:
+        return stem[:room] + "." + ext
     return cleaned[:max_length]
 
 

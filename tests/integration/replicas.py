@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,25 +13,8 @@ from worker.settings import Settings
 
 def environment(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMS_WORKER_")}
-    values = settings.model_dump(mode="json", exclude={"amqp_url", "destination", "tenant_destinations"})
-    for key, value in values.items():
-        if value is None:
-            continue
-        env[f"DMS_WORKER_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    env["DMS_WORKER_AMQP_URL"] = settings.amqp_url.get_secret_value()
-    if settings.destination is not None:
-        d = settings.destination
-        env["DMS_WORKER_DESTINATION"] = json.dumps(
-            {
-                "URL": d.url,
-                "clientId": d.client_id,
-                "clientSecret": d.client_secret.get_secret_value(),
-                "tokenServiceURL": d.token_url,
-                "Name": d.name,
-            }
-        )
-    env["DMS_WORKER_HTTP_PORT"] = "0"
-    env["DMS_WORKER_LOG_LEVEL"] = "INFO"
+    env.update(settings.as_environment())
+    env.update(DMS_WORKER_HTTP_PORT="0", DMS_WORKER_LOG_LEVEL="INFO")
     return env
 
 

@@ -105,3 +105,8 @@ def test_business_documents_pass(name: str, mime: str, content: bytes) -> None:
 def test_wrong_or_disguised_types_are_refused(name: str, mime: str, content: bytes, reason: str) -> None:
     with pytest.raises(UnsupportedFileType, match=reason):
         check(name, mime, content)
+
+
+def test_tiny_limits_never_overflow() -> None:
+    assert validation.sanitise_file_name("0.0", 1) == "0"
+    assert validation.sanitise_file_name("report.pdf", 5) == "r.pdf"

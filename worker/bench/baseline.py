@@ -22,15 +22,16 @@ from worker.settings import Settings
 from worker.tokens import basic_auth_header
 
 
-def http(method: str, url: str, token: str | None, body: bytes | None = None,
-         content_type: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - benchmark, local emulator
+def http(
+    method: str, url: str, token: str | None, body: bytes | None = None, content_type: str | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     if content_type:
         request.add_header("Content-Type", content_type)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -38,10 +39,15 @@ def http(method: str, url: str, token: str | None, body: bytes | None = None,
 
 def multipart(fields: dict[str, str], file_name: str, content: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{file_name}"\r\n'
-                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{file_name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode()
+        + content
+        + b"\r\n"
+    )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -55,10 +61,11 @@ class PlainUploader:
     def get_token(self) -> str:
         if self.token is None:
             form = urllib.parse.urlencode({"grant_type": "client_credentials"}).encode()
-            request = urllib.request.Request(self.d.token_url, data=form, method="POST")  # noqa: S310
-            request.add_header("Authorization",
-                               basic_auth_header(self.d.client_id, self.d.client_secret.get_secret_value()))
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            request = urllib.request.Request(self.d.token_url, data=form, method="POST")
+            request.add_header(
+                "Authorization", basic_auth_header(self.d.client_id, self.d.client_secret.get_secret_value())
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
                 self.token = json.loads(response.read())["access_token"]
         return self.token
 
@@ -70,10 +77,18 @@ class PlainUploader:
             infos = [infos] if isinstance(infos, dict) else infos
             repo = next((i["repository"] for i in infos if i["repository"].get("externalId") == tenant), None)
             if repo is None:
-                spec = {"repository": {"displayName": "SAP Cloud ALM for Implementation", "repositoryType": "internal",
-                                       "externalId": tenant, "isVersionEnabled": True, "isVirusScanEnabled": True}}
-                _, body = http("POST", self.d.url + "rest/v2/repositories", token, json.dumps(spec).encode(),
-                               "application/json")
+                spec = {
+                    "repository": {
+                        "displayName": "SAP Cloud ALM for Implementation",
+                        "repositoryType": "internal",
+                        "externalId": tenant,
+                        "isVersionEnabled": True,
+                        "isVirusScanEnabled": True,
+                    }
+                }
+                _, body = http(
+                    "POST", self.d.url + "rest/v2/repositories", token, json.dumps(spec).encode(), "application/json"
+                )
                 repo = json.loads(body)
             self.repos[tenant] = (repo["id"], repo["cmisRepositoryId"])
         return self.repos[tenant]
@@ -83,19 +98,36 @@ class PlainUploader:
         token = self.get_token()
         url = f"{self.d.url}browser/{repo_id}/root"
         content = base64.b64decode(data["content_base64"])
-        fields = {"cmisaction": "createDocument", "objectId": root, "propertyId[0]": "cmis:name",
-                  "propertyValue[0]": data["document_id"], "propertyId[1]": "cmis:objectTypeId",
-                  "propertyValue[1]": "cmis:document", "succinct": "true"}
+        fields = {
+            "cmisaction": "createDocument",
+            "objectId": root,
+            "propertyId[0]": "cmis:name",
+            "propertyValue[0]": data["document_id"],
+            "propertyId[1]": "cmis:objectTypeId",
+            "propertyValue[1]": "cmis:document",
+            "succinct": "true",
+        }
         status, body = http("POST", url, token, *multipart(fields, data["file_name"], content))
         if status == 409:
             existing = re.search(r"with Id (\S+)", json.loads(body)["message"])
             assert existing is not None
-            _, body = http("POST", url, token, *multipart(
-                {"cmisaction": "checkOut", "objectId": existing.group(1), "succinct": "true"}, "", b""))
+            _, body = http(
+                "POST",
+                url,
+                token,
+                *multipart({"cmisaction": "checkOut", "objectId": existing.group(1), "succinct": "true"}, "", b""),
+            )
             pwc = json.loads(body)["succinctProperties"]["cmis:objectId"]
-            status, body = http("POST", url, token, *multipart(
-                {"cmisaction": "checkIn", "objectId": pwc, "major": "true", "succinct": "true"},
-                data["file_name"], content))
+            status, body = http(
+                "POST",
+                url,
+                token,
+                *multipart(
+                    {"cmisaction": "checkIn", "objectId": pwc, "major": "true", "succinct": "true"},
+                    data["file_name"],
+                    content,
+                ),
+            )
         return dict(json.loads(body)["succinctProperties"])
 
 
@@ -106,18 +138,18 @@ async def main() -> None:
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=1)
-        commands = await channel.declare_exchange(settings.command_exchange, aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
-        results = await channel.declare_exchange(settings.result_exchange, aio_pika.ExchangeType.TOPIC,
-                                                 durable=True)
+        commands = await channel.declare_exchange(settings.command_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        results = await channel.declare_exchange(settings.result_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         queue = await channel.declare_queue(settings.command_queue, durable=True)
         await queue.bind(commands, routing_key="upload")
         async with queue.iterator() as messages:
             async for message in messages:
                 command = json.loads(message.body)
                 props = uploader.upload(command["data"])
-                event = {"type": "dms.upload.succeeded", "data": {"command_id": command["id"],
-                                                                  "object_id": props["cmis:objectId"]}}
+                event = {
+                    "type": "dms.upload.succeeded",
+                    "data": {"command_id": command["id"], "object_id": props["cmis:objectId"]},
+                }
                 await results.publish(aio_pika.Message(json.dumps(event).encode()), routing_key="upload.succeeded")
                 await message.ack()
 

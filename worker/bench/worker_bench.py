@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -59,9 +58,17 @@ class Emulator:
     def __init__(self) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/"
-        self.process = subprocess.Popen(  # noqa: S603 - our own module
-            [*pin(0), sys.executable, "-m", "worker.emulator", "--port", str(self.port),
-             "--max-content-size", str(64 * MIB)],
+        self.process = subprocess.Popen(
+            [
+                *pin(0),
+                sys.executable,
+                "-m",
+                "worker.emulator",
+                "--port",
+                str(self.port),
+                "--max-content-size",
+                str(64 * MIB),
+            ],
             stderr=subprocess.DEVNULL,
         )
 
@@ -70,8 +77,10 @@ class Emulator:
             return await r.json()
 
     def service_key(self) -> dict[str, Any]:
-        return {"uri": self.base, "uaa": {"clientid": "emulator-client", "clientsecret": "emulator-secret",
-                                          "url": self.base.rstrip("/")}}
+        return {
+            "uri": self.base,
+            "uaa": {"clientid": "emulator-client", "clientsecret": "emulator-secret", "url": self.base.rstrip("/")},
+        }
 
     def close(self) -> None:
         self.process.terminate()
@@ -94,16 +103,8 @@ def bench_settings(emulator: Emulator, prefix: str, prefetch: int) -> Settings:
 
 def replica_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMS_WORKER_")}
-    for key, value in settings.model_dump(mode="json", exclude={"amqp_url", "destination"}).items():
-        if value is not None:
-            env[f"DMS_WORKER_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    assert settings.destination is not None
-    d = settings.destination
-    env["DMS_WORKER_DESTINATION"] = json.dumps({"URL": d.url, "clientId": d.client_id,
-                                                "clientSecret": d.client_secret.get_secret_value(),
-                                                "tokenServiceURL": d.token_url})
-    env.update(DMS_WORKER_AMQP_URL=settings.amqp_url.get_secret_value(), DMS_WORKER_HTTP_PORT="0",
-               DMS_WORKER_LOG_LEVEL="WARNING")
+    env.update(settings.as_environment())
+    env.update(DMS_WORKER_HTTP_PORT="0", DMS_WORKER_LOG_LEVEL="WARNING")
     return env
 
 
@@ -122,12 +123,12 @@ async def drive(settings: Settings, size: int, count: int) -> tuple[float, list[
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        results_exchange = await channel.declare_exchange(settings.result_exchange, aio_pika.ExchangeType.TOPIC,
-                                                          durable=True)
+        results_exchange = await channel.declare_exchange(
+            settings.result_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
         results = await channel.declare_queue(exclusive=True)
         await results.bind(results_exchange, routing_key="#")
-        commands = await channel.declare_exchange(settings.command_exchange, aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
+        commands = await channel.declare_exchange(settings.command_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         tenant = uuid.uuid4()
         content = os.urandom(size // 2).hex().encode()[:size]
         sent: dict[str, float] = {}
@@ -175,9 +176,11 @@ async def run_worker(emulator: Emulator, replicas: int, size_name: str, latency_
     settings = bench_settings(emulator, f"bench.{uuid.uuid4().hex[:8]}", prefetch)
     await emulator.call("POST", "_emulator/faults", {"latency_ms": latency_ms})
     processes = [
-        subprocess.Popen(  # noqa: S603 - our own module
+        subprocess.Popen(
             [*(pin(1) if replicas == 1 else []), sys.executable, "-m", "worker", "run"],
-            env=replica_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=replica_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for _ in range(replicas)
     ]
@@ -192,16 +195,27 @@ async def run_worker(emulator: Emulator, replicas: int, size_name: str, latency_
             process.wait()
         await cleanup(settings)
     peak = max((r for r in rss if r is not None), default=None)
-    return Run("worker", replicas, size_name, latency_ms, COUNTS[size_name], seconds, latencies, peak,
-               prefetch * settings.shard_count)
+    return Run(
+        "worker",
+        replicas,
+        size_name,
+        latency_ms,
+        COUNTS[size_name],
+        seconds,
+        latencies,
+        peak,
+        prefetch * settings.shard_count,
+    )
 
 
 async def run_baseline(emulator: Emulator, size_name: str, latency_ms: int) -> Run:
     settings = bench_settings(emulator, f"bench.{uuid.uuid4().hex[:8]}", 1)
     await emulator.call("POST", "_emulator/faults", {"latency_ms": latency_ms})
-    process = subprocess.Popen(  # noqa: S603 - our own module
-        [*pin(1), sys.executable, "-m", "worker.bench.baseline"], env=replica_env(settings),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(
+        [*pin(1), sys.executable, "-m", "worker.bench.baseline"],
+        env=replica_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     count = BASELINE_COUNTS[size_name]
     try:
@@ -219,9 +233,11 @@ async def calls_per_upload(emulator: Emulator) -> list[tuple[str, float, float]]
     """DMS calls and token fetches per upload: first versions, then new versions of the same documents."""
     settings = bench_settings(emulator, f"bench.{uuid.uuid4().hex[:8]}", 16)
     await emulator.call("POST", "_emulator/faults", {"latency_ms": 0})
-    process = subprocess.Popen(  # noqa: S603 - our own module
-        [sys.executable, "-m", "worker", "run"], env=replica_env(settings),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "run"],
+        env=replica_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     rows = []
     try:
@@ -229,12 +245,14 @@ async def calls_per_upload(emulator: Emulator) -> list[tuple[str, float, float]]
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
-            results_exchange = await channel.declare_exchange(settings.result_exchange,
-                                                              aio_pika.ExchangeType.TOPIC, durable=True)
+            results_exchange = await channel.declare_exchange(
+                settings.result_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
             results = await channel.declare_queue(exclusive=True)
             await results.bind(results_exchange, routing_key="#")
-            commands = await channel.declare_exchange(settings.command_exchange, aio_pika.ExchangeType.TOPIC,
-                                                      durable=True)
+            commands = await channel.declare_exchange(
+                settings.command_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
             tenant, docs = uuid.uuid4(), [uuid.uuid4() for _ in range(50)]
 
             async def phase(batch: list[uuid.UUID]) -> tuple[float, float]:
@@ -266,15 +284,19 @@ async def calls_per_upload(emulator: Emulator) -> list[tuple[str, float, float]]
 
 def print_tables(runs: list[Run], calls: list[tuple[str, float, float]]) -> None:
     baseline = {(r.size, r.latency_ms): r.rate for r in runs if r.mode == "baseline"}
-    print("| mode | replicas | file | DMS latency | uploads | uploads/s | p50 ms | p99 ms | peak RSS MB | "
-          "concurrency | x baseline |")
+    print(
+        "| mode | replicas | file | DMS latency | uploads | uploads/s | p50 ms | p99 ms | peak RSS MB | "
+        "concurrency | x baseline |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         ratio = r.rate / baseline[(r.size, r.latency_ms)] if (r.size, r.latency_ms) in baseline else None
-        print(f"| {r.mode} | {r.replicas} | {r.size} | {r.latency_ms} ms | {r.uploads} | {r.rate:.1f} | "
-              f"{r.percentile(0.5):.0f} | {r.percentile(0.99):.0f} | "
-              f"{'-' if r.peak_rss_mb is None else f'{r.peak_rss_mb:.0f}'} | {r.concurrency} | "
-              f"{'-' if ratio is None else f'{ratio:.1f}'} |")
+        print(
+            f"| {r.mode} | {r.replicas} | {r.size} | {r.latency_ms} ms | {r.uploads} | {r.rate:.1f} | "
+            f"{r.percentile(0.5):.0f} | {r.percentile(0.99):.0f} | "
+            f"{'-' if r.peak_rss_mb is None else f'{r.peak_rss_mb:.0f}'} | {r.concurrency} | "
+            f"{'-' if ratio is None else f'{ratio:.1f}'} |"
+        )
     print()
     print("| upload kind | DMS calls per upload | token fetches per upload |")
     print("|---|---|---|")
@@ -283,8 +305,6 @@ def print_tables(runs: list[Run], calls: list[tuple[str, float, float]]) -> None
 
 
 async def main(sizes: list[str], latencies: list[int], replica_counts: list[int], prefetch: int) -> None:
-    if pin(1):  # the emulator and this driver share CPU 0; a single replica (or the baseline) has CPU 1
-        os.sched_setaffinity(0, {0})
     emulator = Emulator()
     try:
         await wait_until_up(emulator.base)

@@ -52,7 +52,7 @@ async def read_form(request: web.Request, max_content: int) -> CmisForm:
         posted = await request.post()
         form.controls = {k.lower(): str(v) for k, v in posted.items()}
         return form
-    boundary = request.content_type and _boundary(request.headers.get("Content-Type", ""))
+    boundary = request.content_type and _content_type_param(request.headers.get("Content-Type", ""), "boundary")
     if not boundary:
         raise CmisFault("invalidArgument", "multipart/form-data without a boundary")
     # Parsed here rather than with aiohttp's MultipartReader, which asserts on a leading `_charset_` part
@@ -73,7 +73,7 @@ async def read_form(request: web.Request, max_content: int) -> CmisForm:
             form.content_file_name = file_name or ""
             form.content_type = headers.get("content-type", "application/octet-stream")
         elif params.get("name"):
-            charset = _charset_of(headers.get("content-type", ""))
+            charset = _content_type_param(headers.get("content-type", ""), "charset")
             raw[params["name"].lower()] = (value, charset)
     default_charset = raw.get("_charset_", (b"ISO-8859-1", None))[0].decode("ascii", "replace").strip()
     for name, (value, charset) in raw.items():
@@ -84,18 +84,10 @@ async def read_form(request: web.Request, max_content: int) -> CmisForm:
     return form
 
 
-def _boundary(content_type: str) -> str | None:
+def _content_type_param(content_type: str, wanted: str) -> str | None:
     for param in content_type.split(";")[1:]:
         key, _, value = param.strip().partition("=")
-        if key.lower() == "boundary":
-            return value.strip('"')
-    return None
-
-
-def _charset_of(content_type: str) -> str | None:
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "charset":
+        if key.lower() == wanted:
             return value.strip('"')
     return None
 
