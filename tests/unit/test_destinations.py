@@ -78,8 +78,14 @@ def test_default_destination_from_the_environment_in_btp_form(monkeypatch) -> No
 def test_settings_survive_a_round_trip_through_the_environment(monkeypatch) -> None:
     tenant = uuid.uuid4()
     dest = Destination(url="https://d/", client_id="a", client_secret="b", token_url="https://u/oauth/token")
-    original = Settings(_env_file=None, destination=dest, tenant_destinations={tenant: dest}, prefetch=3,
-                        retry_delays_ms=[5, 10], results_queue=None)
+    original = Settings(
+        _env_file=None,
+        destination=dest,
+        tenant_destinations={tenant: dest},
+        prefetch=3,
+        retry_delays_ms=[5, 10],
+        results_queue=None,
+    )
     for key, value in original.as_environment().items():
         monkeypatch.setenv(key, value)
     again = Settings(_env_file=None)

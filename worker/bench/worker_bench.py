@@ -44,6 +44,7 @@ class Run:
     latencies: list[float]
     peak_rss_mb: float | None
     concurrency: int | None
+    cpu_percent: float | None = None  # per replica, average over the run
 
     @property
     def rate(self) -> float:
@@ -106,6 +107,15 @@ def replica_env(settings: Settings) -> dict[str, str]:
     env.update(settings.as_environment())
     env.update(DMS_WORKER_HTTP_PORT="0", DMS_WORKER_LOG_LEVEL="WARNING")
     return env
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -186,7 +196,9 @@ async def run_worker(emulator: Emulator, replicas: int, size_name: str, latency_
     ]
     try:
         await asyncio.sleep(1.5)  # replicas declare the topology and share the shards
+        cpu_before = sum(cpu_seconds(p.pid) for p in processes)
         seconds, latencies = await drive(settings, SIZES[size_name], COUNTS[size_name])
+        cpu = (sum(cpu_seconds(p.pid) for p in processes) - cpu_before) / seconds / replicas * 100
         rss = [peak_rss_mb(p.pid) for p in processes]
     finally:
         for process in processes:
@@ -205,6 +217,7 @@ async def run_worker(emulator: Emulator, replicas: int, size_name: str, latency_
         latencies,
         peak,
         prefetch * settings.shard_count,
+        cpu,
     )
 
 
@@ -220,13 +233,15 @@ async def run_baseline(emulator: Emulator, size_name: str, latency_ms: int) -> R
     count = BASELINE_COUNTS[size_name]
     try:
         await asyncio.sleep(1.0)
+        cpu_before = cpu_seconds(process.pid)
         seconds, latencies = await drive(settings, SIZES[size_name], count)
+        cpu = (cpu_seconds(process.pid) - cpu_before) / seconds * 100
         rss = peak_rss_mb(process.pid)
     finally:
         process.terminate()
         process.wait()
         await cleanup(settings)
-    return Run("baseline", 1, size_name, latency_ms, count, seconds, latencies, rss, 1)
+    return Run("baseline", 1, size_name, latency_ms, count, seconds, latencies, rss, 1, cpu)
 
 
 async def calls_per_upload(emulator: Emulator) -> list[tuple[str, float, float]]:
@@ -286,15 +301,16 @@ def print_tables(runs: list[Run], calls: list[tuple[str, float, float]]) -> None
     baseline = {(r.size, r.latency_ms): r.rate for r in runs if r.mode == "baseline"}
     print(
         "| mode | replicas | file | DMS latency | uploads | uploads/s | p50 ms | p99 ms | peak RSS MB | "
-        "concurrency | x baseline |"
+        "concurrency | CPU % per replica | x baseline |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         ratio = r.rate / baseline[(r.size, r.latency_ms)] if (r.size, r.latency_ms) in baseline else None
         print(
             f"| {r.mode} | {r.replicas} | {r.size} | {r.latency_ms} ms | {r.uploads} | {r.rate:.1f} | "
             f"{r.percentile(0.5):.0f} | {r.percentile(0.99):.0f} | "
             f"{'-' if r.peak_rss_mb is None else f'{r.peak_rss_mb:.0f}'} | {r.concurrency} | "
+            f"{'-' if r.cpu_percent is None else f'{r.cpu_percent:.0f}'} | "
             f"{'-' if ratio is None else f'{ratio:.1f}'} |"
         )
     print()
