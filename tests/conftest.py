@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import settings
+
+from worker.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 
 # CI explores the same examples every run (a failure there is reproducible); no deadlines on a busy box.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
-
-from worker.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 
 
 @pytest.fixture
