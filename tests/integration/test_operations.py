@@ -10,6 +10,7 @@ import aiohttp
 
 from worker.app import Worker
 from worker.command_publishing import upload_command
+from worker.contracts import UploadCommand
 
 from .conftest import Stack, StackFactory
 
@@ -60,15 +61,21 @@ async def test_liveness_and_readiness(stack: Stack) -> None:
     assert status == 503 and "no DMS token" in body
 
 
-async def test_graceful_shutdown_finishes_in_flight_work(make_stack: StackFactory) -> None:
-    stack = await make_stack(prefetch=5)
+async def slow_uploads_in_flight(stack: Stack, count: int, latency_ms: int) -> tuple[uuid.UUID, list[UploadCommand]]:
+    """Repository made, DMS slowed down, ``count`` uploads sent and being worked on."""
     tenant = uuid.uuid4()
     await stack.run(upload_command(tenant, uuid.uuid4(), "warm.txt", "text/plain", b"x"))
-    await stack.set_faults(latency_ms=800)
-    commands = [upload_command(tenant, uuid.uuid4(), f"f{i}.txt", "text/plain", b"x") for i in range(5)]
+    await stack.set_faults(latency_ms=latency_ms)
+    commands = [upload_command(tenant, uuid.uuid4(), f"f{i}.txt", "text/plain", b"x") for i in range(count)]
     for command in commands:
         await stack.send(command)
-    await asyncio.sleep(0.3)  # all five are in flight now
+    await asyncio.sleep(0.3)
+    return tenant, commands
+
+
+async def test_graceful_shutdown_finishes_in_flight_work(make_stack: StackFactory) -> None:
+    stack = await make_stack(prefetch=5)
+    _, commands = await slow_uploads_in_flight(stack, 5, latency_ms=800)
     assert stack.worker.consumer is not None and len(stack.worker.consumer.in_flight) == 5
     await stack.worker.stop(grace_s=10)
     events = await stack.next_events(5)
@@ -78,13 +85,7 @@ async def test_graceful_shutdown_finishes_in_flight_work(make_stack: StackFactor
 
 async def test_shutdown_past_the_grace_period_requeues_unfinished_work(make_stack: StackFactory) -> None:
     stack = await make_stack(prefetch=3)
-    tenant = uuid.uuid4()
-    await stack.run(upload_command(tenant, uuid.uuid4(), "warm.txt", "text/plain", b"x"))
-    await stack.set_faults(latency_ms=3000)
-    commands = [upload_command(tenant, uuid.uuid4(), f"f{i}.txt", "text/plain", b"x") for i in range(3)]
-    for command in commands:
-        await stack.send(command)
-    await asyncio.sleep(0.3)
+    tenant, commands = await slow_uploads_in_flight(stack, 3, latency_ms=3000)
     await stack.worker.stop(grace_s=0.2)
     assert stack.events.empty()
 

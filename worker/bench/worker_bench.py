@@ -128,17 +128,25 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+async def open_driver(
+    connection: aio_pika.abc.AbstractConnection, settings: Settings
+) -> tuple[aio_pika.abc.AbstractQueue, aio_pika.abc.AbstractExchange]:
+    """An exclusive queue receiving every result event, and the command exchange to publish to."""
+    channel = await connection.channel(publisher_confirms=True)
+    results_exchange = await channel.declare_exchange(
+        settings.result_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    results = await channel.declare_queue(exclusive=True)
+    await results.bind(results_exchange, routing_key="#")
+    commands = await channel.declare_exchange(settings.command_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    return results, commands
+
+
 async def drive(settings: Settings, size: int, count: int) -> tuple[float, list[float]]:
     """Publishes ``count`` uploads of distinct documents and waits for every result event."""
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        results_exchange = await channel.declare_exchange(
-            settings.result_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        results = await channel.declare_queue(exclusive=True)
-        await results.bind(results_exchange, routing_key="#")
-        commands = await channel.declare_exchange(settings.command_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        results, commands = await open_driver(connection, settings)
         tenant = uuid.uuid4()
         content = os.urandom(size // 2).hex().encode()[:size]
         sent: dict[str, float] = {}
@@ -259,15 +267,7 @@ async def calls_per_upload(emulator: Emulator) -> list[tuple[str, float, float]]
         await asyncio.sleep(1.5)
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
         async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            results_exchange = await channel.declare_exchange(
-                settings.result_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-            results = await channel.declare_queue(exclusive=True)
-            await results.bind(results_exchange, routing_key="#")
-            commands = await channel.declare_exchange(
-                settings.command_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
+            results, commands = await open_driver(connection, settings)
             tenant, docs = uuid.uuid4(), [uuid.uuid4() for _ in range(50)]
 
             async def phase(batch: list[uuid.UUID]) -> tuple[float, float]:
