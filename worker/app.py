@@ -19,6 +19,7 @@ from worker.handlers import Handlers, unknown_tenant
 from worker.metrics import WorkerMetrics
 from worker.repositories import TenantRepositories
 from worker.results import ResultPublisher
+from worker.serving import start_site
 from worker.settings import Settings
 from worker.shard_assignment import ShardAssigner
 from worker.sharding import ShardRouter
@@ -109,7 +110,7 @@ class Worker:
         self._subscriptions.append((ingress, await ingress.consume(router.route)))
         if s.http_port is not None:
             checks = health.HealthChecks(consuming=self.consuming, token_obtainable=self.check_token)
-            self._health, self.http_port = await health.serve(
+            self._health, self.http_port = await start_site(
                 health.make_app(checks, self.metrics), s.http_host, s.http_port
             )
         log.info(

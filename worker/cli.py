@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aio_pika
 
-from worker import contract_files, logs
+from worker import contract_files, event_loop, logs
 from worker.app import Worker
 from worker.command_publishing import delete_command, publish_command, upload_command
 from worker.contracts import Command
@@ -151,13 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     logs.configure(settings.log_level, settings.log_json)
     if args.command == "run":
-        asyncio.run(run_worker(settings))
+        event_loop.run(run_worker(settings))
     elif args.command in {"publish", "delete"}:
-        asyncio.run(publish(settings, command_from_args(args)))
+        event_loop.run(publish(settings, command_from_args(args)))
     elif args.command == "dlq":
-        asyncio.run(dead_letter_command(settings, args))
+        event_loop.run(dead_letter_command(settings, args))
     elif args.command == "demo":
         from worker.demo import run_demo
 
         print(EMULATOR_BANNER, file=sys.stderr)
-        asyncio.run(run_demo(settings, keep_running=args.keep_running))
+        event_loop.run(run_demo(settings, keep_running=args.keep_running))

@@ -44,15 +44,3 @@ def make_app(checks: HealthChecks, metrics: WorkerMetrics) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     return app
-
-
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    bound = port
-    if isinstance(server, asyncio.base_events.Server) and server.sockets:
-        bound = int(server.sockets[0].getsockname()[1])
-    return runner, bound

@@ -22,11 +22,10 @@ def main() -> None:
 
         run(total=args.requests, concurrency=args.concurrency)
     else:
-        import asyncio
-
+        from worker import event_loop
         from worker.bench.worker_bench import main as run_workers
 
-        asyncio.run(run_workers(args.sizes, args.latencies, args.replicas, args.prefetch))
+        event_loop.run(run_workers(args.sizes, args.latencies, args.replicas, args.prefetch))
 
 
 if __name__ == "__main__":

@@ -5,16 +5,13 @@ NOT SAP DMS. It follows the documented DMS/CMIS browser-binding behaviour in sha
 
 from __future__ import annotations
 
-import asyncio
-import asyncio.base_events
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from worker.emulator.app import Emulator, EmulatorConfig
 from worker.emulator.tokens import Client
+from worker.serving import start_site
 
 __all__ = ["Client", "Emulator", "EmulatorConfig", "RunningEmulator", "serve_emulator"]
 
@@ -50,13 +47,7 @@ async def serve_emulator(
 ) -> AsyncIterator[RunningEmulator]:
     """Runs the emulator on a real socket for the duration of the block (port 0 = any free port)."""
     emulator = Emulator(config or EmulatorConfig())
-    runner = web.AppRunner(emulator.make_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server) and server.sockets
-    bound_port = int(server.sockets[0].getsockname()[1])
+    runner, bound_port = await start_site(emulator.make_app(), host, port)
     try:
         yield RunningEmulator(emulator, f"http://{host}:{bound_port}/", bound_port)
     finally:

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from worker import event_loop
 from worker.emulator import Client, EmulatorConfig, serve_emulator
 from worker.emulator.faults import FaultConfig
 
@@ -53,7 +54,7 @@ async def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(config_from_args(args), args.host, args.port))
+        event_loop.run(serve_forever(config_from_args(args), args.host, args.port))
 
 
 if __name__ == "__main__":
