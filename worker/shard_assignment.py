@@ -68,6 +68,7 @@ class ShardAssigner:
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._started = time.monotonic()
         self._leaving = False
+        self._changing = asyncio.Lock()  # rebalancing and shutdown never change subscriptions at once
 
     @property
     def holds(self) -> set[int]:
@@ -84,10 +85,11 @@ class ShardAssigner:
 
     async def release_all(self) -> None:
         """For shutdown: take nothing more, cancel every subscription, keep announcing what still drains."""
-        self._leaving = True
-        for shard in list(self._subscribed):
-            await self._cancel(shard)
-            self._draining.add(shard)
+        async with self._changing:
+            self._leaving = True
+            for shard in list(self._subscribed):
+                await self._cancel(shard)
+                self._draining.add(shard)
 
     async def stop(self) -> None:
         """After the worker drained its in-flight work: stop heartbeats and say goodbye."""
@@ -131,6 +133,10 @@ class ShardAssigner:
             await asyncio.sleep(self._heartbeat_s)
 
     async def rebalance(self) -> None:
+        async with self._changing:
+            await self._rebalance()
+
+    async def _rebalance(self) -> None:
         now = time.monotonic()
         expiry = self._heartbeat_s * 3.5
         self._members = {m: info for m, info in self._members.items() if now - info.last_seen < expiry}
