@@ -8,7 +8,7 @@ from __future__ import annotations
 import json as jsonlib
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from worker.tokens import TokenCache
 
 log = structlog.get_logger(__name__)
 
+SINGLE_WRITE_LIMIT = 256 * 1024  # larger contents are streamed from the form rather than copied once more
 RequestObserver = Callable[[str, int, float], None]  # (operation, status, seconds); status 0 = no answer
 
 
@@ -178,7 +179,7 @@ class DmsClient:
         fields: dict[str, str],
         file: tuple[bytes, str, str] | None = None,
     ) -> Any:
-        def build() -> aiohttp.FormData:
+        async def build() -> Any:
             # quote_fields=False: aiohttp would otherwise percent-encode the part's filename, and DMS would
             # store "Plan%20v1.pdf". The `filename` control (decoded per _charset_) states it unambiguously.
             form = aiohttp.FormData(charset="utf-8", quote_fields=False)
@@ -190,7 +191,11 @@ class DmsClient:
                 content, file_name, mime_type = file
                 form.add_field("filename", file_name)
                 form.add_field("content", content, filename=file_name, content_type=mime_type)
-            return form
+            body = form()
+            if file is None or len(file[0]) <= SINGLE_WRITE_LIMIT:
+                # Small bodies go out in one write instead of several per form field.
+                return aiohttp.BytesPayload(await body.as_bytes(), content_type=body.content_type)
+            return body
 
         ok = {200, 201} if operation not in {"cancelCheckOut", "delete"} else {200, 204}
         return await self._call(operation, "POST", f"browser/{repo.id}/root", form=build, ok=ok)
@@ -204,7 +209,7 @@ class DmsClient:
         ok: set[int],
         params: dict[str, str] | None = None,
         json: Any = None,
-        form: Callable[[], aiohttp.FormData] | None = None,
+        form: Callable[[], Awaitable[Any]] | None = None,
         raw: bool = False,
     ) -> Any:
         url = self.destination.url + path
@@ -217,7 +222,7 @@ class DmsClient:
                     url,
                     params=params,
                     json=json,
-                    data=form() if form else None,
+                    data=await form() if form else None,
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                     timeout=self._timeout,
                 ) as response:

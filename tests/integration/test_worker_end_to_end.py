@@ -205,3 +205,14 @@ async def test_content_by_reference_only_from_allowlisted_hosts(make_stack: Stac
         redirected = await stack.run(by_reference(tenant, base + "redirect"))
     metadata = await stack.run(by_reference(tenant, "http://169.254.169.254/latest/meta-data"))
     assert [e["data"]["error"]["code"] for e in (missing, redirected, metadata)] == ["content_unavailable"] * 3
+
+
+async def test_small_and_streamed_bodies_arrive_byte_for_byte(stack: Stack) -> None:
+    tenant = uuid.uuid4()
+    for size in (1, 256 * 1024, 256 * 1024 + 1, 3 * 1024 * 1024):  # either side of the single-write limit
+        content = bytes(range(256)) * (size // 256) + b"\x00" * (size % 256)
+        doc = uuid.uuid4()
+        event = await stack.run(upload_command(tenant, doc, "blob.zip", "application/zip", b"PK\x03\x04" + content))
+        assert event["type"] == "dms.upload.succeeded", event
+        stored = stack.repository(tenant).series_by_name[str(doc)].latest
+        assert stack.emulator.emulator.state.content.get(stored.content_id) == b"PK\x03\x04" + content
