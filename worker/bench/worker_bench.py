@@ -31,6 +31,7 @@ SIZES = {"10 KB": 10 * 1024, "1 MB": 1024 * 1024, "10 MB": 10 * 1024 * 1024}
 COUNTS = {"10 KB": 1500, "1 MB": 200, "10 MB": 40}
 BASELINE_COUNTS = {"10 KB": 150, "1 MB": 60, "10 MB": 12}
 MIB = 1024 * 1024
+SETTLE_S = {"10 KB": 2.0, "1 MB": 5.0, "10 MB": 10.0}
 
 
 @dataclass
@@ -325,11 +326,14 @@ async def main(sizes: list[str], latencies: list[int], replica_counts: list[int]
     try:
         await wait_until_up(emulator.base)
         runs: list[Run] = []
-        for latency in latencies:
-            for size in sizes:
+        # Small files first, and a pause after each run: RabbitMQ is still writing out and compacting
+        # after a burst of 13 MB messages, and that would be charged to whichever run comes next.
+        for size in sizes:
+            for latency in latencies:
                 runs.append(await run_baseline(emulator, size, latency))
                 print(f"baseline {size} {latency} ms: {runs[-1].rate:.1f}/s", file=sys.stderr)
                 for replicas in replica_counts:
+                    await asyncio.sleep(SETTLE_S[size])
                     runs.append(await run_worker(emulator, replicas, size, latency, prefetch))
                     print(f"worker x{replicas} {size} {latency} ms: {runs[-1].rate:.1f}/s", file=sys.stderr)
         calls = await calls_per_upload(emulator)
