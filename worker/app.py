@@ -73,7 +73,6 @@ class Worker:
         self.tokens: TokenCache | None = None
         self.consumer: CommandConsumer | None = None
         self.http_port: int | None = None
-        self._clients: DmsClients | None = None
         self._subscriptions: list[tuple[AbstractQueue, str]] = []
         self._health: web.AppRunner | None = None
         self._assigner: ShardAssigner | None = None
@@ -86,8 +85,8 @@ class Worker:
             headers={"User-Agent": s.user_agent},
         )
         self.tokens = TokenCache(self.http, on_fetch=self.metrics.token_fetches.inc)
-        self._clients = DmsClients(s, self.http, self.tokens, self.metrics.observe_dms_request)
-        handlers = Handlers(s, self._clients, TenantRepositories(), self.http)
+        clients = DmsClients(s, self.http, self.tokens, self.metrics.observe_dms_request)
+        handlers = Handlers(s, clients, TenantRepositories(), self.http)
 
         self.connection = await aio_pika.connect_robust(s.amqp_url.get_secret_value())
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)

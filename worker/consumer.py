@@ -196,15 +196,16 @@ class CommandConsumer:
         await message.ack()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, attempt: int, error: WorkerError) -> None:
+        now = dt.datetime.now(dt.UTC).isoformat()
         headers = dict(message.headers or {})
         headers.pop(MAY_HAVE_RUN_HEADER, None)
-        headers.setdefault(FIRST_ATTEMPT_HEADER, dt.datetime.now(dt.UTC).isoformat())
+        headers.setdefault(FIRST_ATTEMPT_HEADER, now)
         headers.update(
             {
                 ATTEMPT_HEADER: attempt,
                 "x-error-code": error.code,
                 "x-error-message": error.message[:1000],
-                "x-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
+                "x-dead-lettered-at": now,
             }
         )
         await self._channel.default_exchange.publish(

@@ -139,11 +139,26 @@ class DeadLetterQueue:
         for message in messages:
             await message.nack(requeue=True)
 
+    @staticmethod
+    def _partition(
+        taken: Sequence[AbstractIncomingMessage], selection: Selection, limit: int | None = None
+    ) -> tuple[list[tuple[AbstractIncomingMessage, DeadLetter]], list[AbstractIncomingMessage]]:
+        """(selected messages with their description, the rest), at most ``limit`` selected."""
+        now = dt.datetime.now(dt.UTC)
+        chosen: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
+        rest: list[AbstractIncomingMessage] = []
+        for message in taken:
+            letter = describe(message)
+            if selection.matches(letter, now) and (limit is None or len(chosen) < limit):
+                chosen.append((message, letter))
+            else:
+                rest.append(message)
+        return chosen, rest
+
     async def inspect(self, selection: Selection, scan_limit: int = 10_000) -> list[DeadLetter]:
         taken = await self._take_all(scan_limit)
-        now = dt.datetime.now(dt.UTC)
         try:
-            return [d for d in map(describe, taken) if selection.matches(d, now)]
+            return [letter for _, letter in self._partition(taken, selection)[0]]
         finally:
             await self._give_back(taken)
 
@@ -157,38 +172,27 @@ class DeadLetterQueue:
         scan_limit: int = 10_000,
     ) -> list[DeadLetter]:
         taken = await self._take_all(scan_limit)
-        now = dt.datetime.now(dt.UTC)
-        chosen: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
-        rest: list[AbstractIncomingMessage] = []
-        for message in taken:
-            letter = describe(message)
-            if selection.matches(letter, now) and (limit is None or len(chosen) < limit):
-                chosen.append((message, letter))
-            else:
-                rest.append(message)
+        chosen, rest = self._partition(taken, selection, limit)
         if dry_run:
             await self._give_back(taken)
             return [letter for _, letter in chosen]
         exchange = await self._channel.get_exchange(self._settings.command_exchange)
         replayed: list[DeadLetter] = []
-        acked: set[int] = set()
         try:
             for message, letter in chosen:
                 await exchange.publish(_replay_copy(message), routing_key=_command_routing_key(message), mandatory=True)
                 await message.ack()  # only now: the copy is safely with the broker
-                acked.add(id(message))
                 replayed.append(letter)
                 if rate_per_s:
                     await asyncio.sleep(1 / rate_per_s)
         finally:
-            await self._give_back([m for m, _ in chosen if id(m) not in acked] + rest)
+            await self._give_back([m for m, _ in chosen[len(replayed) :]] + rest)
         return replayed
 
     async def purge(self, selection: Selection, *, dry_run: bool = False, scan_limit: int = 10_000) -> int:
         taken = await self._take_all(scan_limit)
-        now = dt.datetime.now(dt.UTC)
-        doomed = [m for m in taken if selection.matches(describe(m), now)]
-        keep = [m for m in taken if m not in doomed]
+        chosen, keep = self._partition(taken, selection)
+        doomed = [m for m, _ in chosen]
         if dry_run:
             await self._give_back(taken)
             return len(doomed)
@@ -199,9 +203,9 @@ class DeadLetterQueue:
 
 
 def _command_routing_key(message: AbstractIncomingMessage) -> str:
-    if message.type:
-        return routing_key(message.type)
-    return str((message.headers or {}).get("x-original-routing-key") or "upload")
+    # Both command keys lead to the same ingress queue and the body's type decides; without an AMQP type
+    # any bound key will do.
+    return routing_key(message.type) if message.type else "upload"
 
 
 def _replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:

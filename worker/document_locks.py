@@ -33,6 +33,3 @@ class DocumentLocks:
                 del self._locks[document_id]
             else:
                 self._locks[document_id] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)

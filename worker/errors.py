@@ -131,7 +131,3 @@ class InternalError(TransientError):
     """An unexpected exception (a bug): retried like a transient fault so it ends in the DLQ, not lost."""
 
     code = "internal_error"
-
-
-class BrokerUnavailable(TransientError):
-    code = "broker_unavailable"

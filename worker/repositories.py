@@ -70,9 +70,6 @@ class TenantRepositories:
             self._known[key] = repo
             return repo
 
-    def forget(self, dms: DmsClient, tenant_id: uuid.UUID) -> None:
-        self._known.pop((dms.destination.url, tenant_id), None)
-
     @staticmethod
     async def _lookup(dms: DmsClient, tenant_id: uuid.UUID) -> RepositoryRef | None:
         wanted = str(tenant_id)

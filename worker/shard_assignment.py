@@ -88,8 +88,7 @@ class ShardAssigner:
         async with self._changing:
             self._leaving = True
             for shard in list(self._subscribed):
-                await self._cancel(shard)
-                self._draining.add(shard)
+                await self._release(shard)
 
     async def stop(self) -> None:
         """After the worker drained its in-flight work: stop heartbeats and say goodbye."""
@@ -148,15 +147,16 @@ class ShardAssigner:
             self._subscribed[shard] = await self._queues[shard].consume(self._on_message)
             log.info("shard_taken", shard=shard, members=len(self._members) + 1)
         for shard in sorted(set(self._subscribed) - wanted):
-            await self._cancel(shard)
-            self._draining.add(shard)
+            await self._release(shard)
             log.info("shard_released", shard=shard, members=len(self._members) + 1)
         for shard in list(self._draining):
             if self._in_flight_from(self._queues[shard].name) == 0:
                 self._draining.discard(shard)
 
-    async def _cancel(self, shard: int) -> None:
+    async def _release(self, shard: int) -> None:
+        """Stop receiving from the shard; it stays announced as held until its in-flight work is done."""
         tag = self._subscribed.pop(shard)
+        self._draining.add(shard)
         try:
             await self._queues[shard].cancel(tag)
         except Exception as exc:  # channel closed: the broker has dropped the subscription already

@@ -48,7 +48,6 @@ class ShardRouter:
         self._channel = channel
         self._command_queue = command_queue
         self._shard_count = shard_count
-        self.routed = 0
 
     async def route(self, message: AbstractIncomingMessage) -> None:
         headers = dict(message.headers or {})
@@ -71,4 +70,3 @@ class ShardRouter:
             except Exception as exc:  # connection lost: unacked, so the broker redelivers it after recovery
                 log.warning("shard_route_failed", shard=shard, error=repr(exc))
                 return
-        self.routed += 1

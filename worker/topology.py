@@ -41,11 +41,10 @@ def all_queue_names(settings: Settings) -> list[str]:
 
 @dataclass
 class Topology:
-    command_exchange: AbstractExchange
-    ingress_queue: AbstractQueue
+    """What the worker goes on to use from what it declared."""
+
     shard_queues: list[AbstractQueue]
     result_exchange: AbstractExchange
-    dead_letter_queue: AbstractQueue
 
 
 async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
@@ -56,7 +55,7 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
     result_exchange = await channel.declare_exchange(
         settings.result_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    dead_letter_queue = await channel.declare_queue(settings.dead_letter_queue, durable=True, arguments=quorum)
+    await channel.declare_queue(settings.dead_letter_queue, durable=True, arguments=quorum)
     arguments = command_queue_arguments(settings)
     ingress = await channel.declare_queue(settings.command_queue, durable=True, arguments=arguments)
     for key in COMMAND_ROUTING_KEYS:
@@ -68,4 +67,4 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
     if settings.results_queue:
         results = await channel.declare_queue(settings.results_queue, durable=True, arguments=quorum)
         await results.bind(result_exchange, routing_key="#")
-    return Topology(command_exchange, ingress, shards, result_exchange, dead_letter_queue)
+    return Topology(shards, result_exchange)
