@@ -11,7 +11,7 @@ from worker.emulator import persistence
 from worker.emulator.admin import AdminApi
 from worker.emulator.base import EmulatorConfig
 from worker.emulator.browser import BrowserApi
-from worker.emulator.faults import fault_response
+from worker.emulator.faults import InjectedFault, fault_response
 from worker.emulator.store import AdminFault, CmisFault
 
 __all__ = ["CONTROL_PREFIX", "Emulator", "EmulatorConfig"]
@@ -63,6 +63,8 @@ class Emulator(AdminApi, BrowserApi):
             return web.json_response({"exception": fault.exception, "message": fault.message}, status=fault.status)
         except AdminFault as fault:
             return web.json_response({"message": fault.message}, status=fault.status)
+        except InjectedFault as injected:
+            return fault_response(request, injected.fault)
         if request.method in {"POST", "DELETE"} and self.config.data_dir and response.status < 400:
             persistence.save(self.state, self.config.data_dir)
         return response

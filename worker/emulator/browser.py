@@ -9,7 +9,7 @@ from aiohttp import web
 
 from worker.emulator import cmis_json, query
 from worker.emulator.base import EmulatorBase
-from worker.emulator.faults import fault_response
+from worker.emulator.faults import InjectedFault
 from worker.emulator.forms import CmisForm, read_form
 from worker.emulator.store import CmisFault, Repository
 
@@ -31,12 +31,17 @@ class BrowserApi(EmulatorBase):
             )
         raise CmisFault("notSupported", f"cmisselector {selector} is not supported on the repository URL")
 
-    async def repository_post(self, request: web.Request) -> web.StreamResponse:
+    async def _read_post(self, request: web.Request) -> tuple[Repository, CmisForm, str]:
+        """Repository, form and lower-cased cmisaction of a POST; its fault is picked once the action is known."""
         repo = self._cmis_repo(request)
         form = await read_form(request, self.state.max_content_size)
         action = (form.get("cmisaction") or "").lower()
         if fault := self.faults.pick(request.path, action):
-            return fault_response(request, fault)
+            raise InjectedFault(fault)
+        return repo, form, action
+
+    async def repository_post(self, request: web.Request) -> web.StreamResponse:
+        repo, form, action = await self._read_post(request)
         if action != "query":
             raise CmisFault("notSupported", f"cmisaction {action} is not supported on the repository URL")
         return self._query(repo, form.get("statement") or form.get("q") or "", form.controls)
@@ -137,11 +142,7 @@ class BrowserApi(EmulatorBase):
         )
 
     async def root_post(self, request: web.Request) -> web.StreamResponse:
-        repo = self._cmis_repo(request)
-        form = await read_form(request, self.state.max_content_size)
-        action = (form.get("cmisaction") or "").lower()
-        if fault := self.faults.pick(request.path, action):
-            return fault_response(request, fault)
+        repo, form, action = await self._read_post(request)
         self.calls[action] += 1
         user = request.headers.get("X-EcmUserEnc", "anonymous")
         object_id = form.get("objectId") or ""

@@ -99,6 +99,14 @@ class FaultInjector:
         return fault
 
 
+class InjectedFault(Exception):
+    """Raised by a handler that picked its fault only after reading the request; the middleware answers it."""
+
+    def __init__(self, fault: ScriptedFault) -> None:
+        super().__init__(fault.kind)
+        self.fault = fault
+
+
 def fault_response(request: web.Request, fault: ScriptedFault) -> web.StreamResponse:
     if fault.kind == "drop":
         if request.transport is not None:
