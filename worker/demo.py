@@ -8,13 +8,13 @@ import uuid
 
 import aio_pika
 
+from worker import topology
 from worker.app import Worker
 from worker.command_publishing import delete_command, publish_command, upload_command
 from worker.contracts import Command
 from worker.destinations import Destination
 from worker.emulator import serve_emulator
 from worker.settings import Settings
-from worker.topology import all_queue_names
 
 
 def demo_settings(base: Settings, service_key: dict[str, object]) -> Settings:
@@ -37,10 +37,8 @@ async def _purge_leftovers(settings: Settings) -> None:
     """A previous demo interrupted half-way may have left commands behind; start clean."""
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
-        channel = await connection.channel()
-        for name in all_queue_names(settings):
-            # Deleted rather than purged: an older release may have declared them with other arguments.
-            await channel.queue_delete(name)
+        # Deleted rather than purged: an older release may have declared them with other arguments.
+        await topology.delete_all(await connection.channel(), settings)
 
 
 async def run_demo(base: Settings, keep_running: bool = False) -> None:

@@ -68,3 +68,12 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
         results = await channel.declare_queue(settings.results_queue, durable=True, arguments=quorum)
         await results.bind(result_exchange, routing_key="#")
     return Topology(shards, result_exchange)
+
+
+async def delete_all(channel: AbstractChannel, settings: Settings) -> None:
+    """Removes every queue and exchange ``declare`` makes (tests, benchmarks, a fresh demo). Queued
+    commands go with them."""
+    for name in all_queue_names(settings):
+        await channel.queue_delete(name)
+    for name in (settings.command_exchange, settings.result_exchange):
+        await channel.exchange_delete(name)

@@ -17,6 +17,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
+from worker import topology
 from worker.app import Worker
 from worker.command_publishing import publish_command
 from worker.contracts import Command
@@ -24,7 +25,6 @@ from worker.destinations import Destination
 from worker.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 from worker.emulator.store import Repository
 from worker.settings import Settings
-from worker.topology import all_queue_names
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -102,10 +102,7 @@ async def delete_topology(connection: AbstractRobustConnection, settings: Settin
             await asyncio.sleep(0.2)
     else:
         return
-    for name in all_queue_names(settings):
-        await channel.queue_delete(name)
-    for name in (settings.command_exchange, settings.result_exchange):
-        await channel.exchange_delete(name)
+    await topology.delete_all(channel, settings)
     await channel.close()
 
 

@@ -21,11 +21,11 @@ from typing import Any
 import aio_pika
 import aiohttp
 
+from worker import topology
 from worker.bench.emulator_bench import free_port, pin, wait_until_up
 from worker.command_publishing import publish_command, upload_command
 from worker.destinations import Destination
 from worker.settings import Settings
-from worker.topology import all_queue_names
 
 SIZES = {"10 KB": 10 * 1024, "1 MB": 1024 * 1024, "10 MB": 10 * 1024 * 1024}
 COUNTS = {"10 KB": 1500, "1 MB": 200, "10 MB": 40}
@@ -184,11 +184,7 @@ async def drive(settings: Settings, size: int, count: int) -> tuple[float, list[
 async def cleanup(settings: Settings) -> None:
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
-        channel = await connection.channel()
-        for name in all_queue_names(settings):
-            await channel.queue_delete(name)
-        for name in (settings.command_exchange, settings.result_exchange):
-            await channel.exchange_delete(name)
+        await topology.delete_all(await connection.channel(), settings)
 
 
 async def run_worker(emulator: Emulator, replicas: int, size_name: str, latency_ms: int, prefetch: int) -> Run:
