@@ -15,7 +15,8 @@ from worker import health, logs, topology
 from worker.consumer import CommandConsumer
 from worker.destinations import Destination
 from worker.dms_client import DmsClient, RequestObserver
-from worker.handlers import Handlers, unknown_tenant
+from worker.errors import UnknownTenant
+from worker.handlers import Handlers
 from worker.metrics import WorkerMetrics
 from worker.repositories import TenantRepositories
 from worker.results import ResultPublisher
@@ -47,7 +48,7 @@ class DmsClients:
     def for_tenant(self, tenant_id: uuid.UUID) -> DmsClient:
         destination = self._settings.destination_for(tenant_id)
         if destination is None:
-            raise unknown_tenant(tenant_id)
+            raise UnknownTenant(f"tenant {tenant_id} has no DMS destination configured")
         client = self._clients.get(destination)
         if client is None:
             client = DmsClient(self._session, destination, self._tokens, self._settings.dms_timeout_s, self._observe)

@@ -17,7 +17,7 @@ import structlog
 from worker import content_source, validation
 from worker.contracts import DeleteCommand, DeleteSucceededData, UploadCommand, UploadSucceededData
 from worker.dms_client import DmsClient, DocumentVersion, RepositoryRef
-from worker.errors import DmsRejected, DocumentLocked, NameConflict, UnknownTenant
+from worker.errors import DmsRejected, DocumentLocked, NameConflict
 from worker.repositories import TenantRepositories
 from worker.settings import Settings
 
@@ -195,7 +195,3 @@ class Handlers:
             if isinstance(exc, DmsRejected) and exc.status in {404, 409} and exc.exception != "constraint":
                 raise DocumentLocked(f"check-in conflicted ({exc.message}); will retry") from exc
             raise
-
-
-def unknown_tenant(tenant_id: uuid.UUID) -> UnknownTenant:
-    return UnknownTenant(f"tenant {tenant_id} has no DMS destination configured")
