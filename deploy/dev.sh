@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Developer entry point on a fresh machine: sets up .venv, makes sure RabbitMQ runs, then
-#   bash deploy/dev.sh test [pytest args]   runs the whole test suite (what CI runs)
+#   bash deploy/dev.sh check                ruff check, ruff format --check, mypy (worker/ and tests/)
+#   bash deploy/dev.sh test [pytest args]   the check step, then the whole test suite (what CI runs)
 #   bash deploy/dev.sh demo                 runs the worker end to end against the bundled DMS EMULATOR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,24 @@ broker_up() {
   (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
 }
 
+# The topology routes commands with the x-modulus-hash exchange: a plugin before RabbitMQ 4.3, built in after.
+ensure_broker_plugins() {
+  local available
+  # The CLI can hang on an overloaded node: bounded, so a setup step never stalls CI.
+  available=$(timeout 120 rabbitmq-plugins list -m 2>/dev/null </dev/null) || return 0  # not our node (e.g. remote)
+  if grep -qx rabbitmq_sharding <<<"$available" \
+    && ! timeout 120 rabbitmq-plugins list -e -m 2>/dev/null </dev/null | grep -qx rabbitmq_sharding; then
+    echo "enabling the rabbitmq_sharding plugin (x-modulus-hash exchange)" >&2
+    timeout 120 rabbitmq-plugins enable --quiet rabbitmq_sharding >/dev/null </dev/null || true
+  fi
+}
+
 ensure_rabbitmq() {
+  start_rabbitmq || return 1
+  ensure_broker_plugins
+}
+
+start_rabbitmq() {
   broker_up && return 0
   if ! command -v rabbitmq-server >/dev/null 2>&1; then
     echo "RabbitMQ not installed; installing it with apt" >&2
@@ -37,11 +55,45 @@ ensure_rabbitmq() {
   return 1
 }
 
+# promtool comes with Debian's prometheus package. Installing it must not start a Prometheus server: where
+# no policy-rc.d forbids starting services already, one does for the duration of the install.
+ensure_promtool() {
+  command -v promtool >/dev/null 2>&1 && return 0
+  echo "promtool not installed; installing Debian's prometheus package with apt (the server is not started)" >&2
+  local policy=/usr/sbin/policy-rc.d made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+  fi
+  local status=0
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || status=$?
+  if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+  if [ -d /run/systemd/system ]; then  # nor at the next boot
+    systemctl disable --now --quiet prometheus 2>/dev/null || true
+  fi
+  return $status
+}
+
+run_checks() {
+  echo "check: ruff check, ruff format --check, mypy, promtool (alert rules)" >&2
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy
+  ensure_promtool
+  promtool check rules deploy/prometheus/alerts.yml >/dev/null
+  (cd deploy/prometheus && promtool test rules alerts.test.yml)
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
+  check)
+    ensure_venv
+    run_checks
+    ;;
   test)
     ensure_venv
+    run_checks
     ensure_rabbitmq
     exec .venv/bin/python -m pytest "$@"
     ;;
@@ -51,7 +103,7 @@ case "$cmd" in
     exec .venv/bin/python -m worker demo "$@"
     ;;
   *)
-    echo "usage: bash deploy/dev.sh {test|demo} [args]" >&2
+    echo "usage: bash deploy/dev.sh {check|test|demo} [args]" >&2
     exit 2
     ;;
 esac

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import settings
 
-from worker.emulator import EmulatorConfig, RunningEmulator, serve_emulator
+from worker.testing.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 
 # CI explores the same examples every run (a failure there is reproducible); no deadlines on a busy box.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)

@@ -1,163 +1,430 @@
-"""Command line: ``python -m worker {run,publish,delete,demo,emulator,contracts}``."""
+"""Command line: ``python -m worker {run,publish,delete,results,dlq,contracts}``, and ``demo``/``emulator``,
+which hand over to ``worker.testing`` (imported only then: production code never imports it).
+
+A mistake ends with one line on stderr naming the problem and the fix, and exit code 2 (usage) or 1
+(runtime); ``--debug`` shows the traceback instead (``worker.cli_errors`` has the exit codes).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import logging
 import mimetypes
 import signal
 import sys
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, NoReturn, TypeAlias
 
 import aio_pika
 
-from worker import contract_files, event_loop, logs
-from worker.app import Worker
-from worker.command_publishing import delete_command, publish_command, upload_command
+from worker import contract_files
+from worker.amqp.connection import connect_robust
+from worker.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, CliError, UsageError, explain
 from worker.contracts import Command
-from worker.dead_letters import DeadLetterQueue, Selection
+from worker.producer import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    MessageTooLarge,
+    check_fits_inline,
+    delete_command,
+    publish_command,
+    upload_command,
+    upload_command_by_url,
+)
+from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection
+from worker.results.following import KINDS, OUTCOMES, EventFilter, ResultSubscription, succeeded
+from worker.runtime import event_loop, logs, telemetry
+from worker.runtime.app import Worker
+from worker.runtime.progress import progress_for
+from worker.runtime.startup import start_when_broker_answers
+from worker.runtime.telemetry import DEFAULT_SERVICE_NAME
 from worker.settings import Settings
 
-EMULATOR_BANNER = """
-#########################################################################
-#  DEMO AGAINST THE BUNDLED DMS EMULATOR - THIS IS NOT SAP DMS           #
-#  Documents go to an in-memory emulator and vanish when the demo ends. #
-#########################################################################
-"""
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with where to look) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
-async def run_worker(settings: Settings) -> None:
-    worker = Worker(settings)
-    await worker.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await worker.stop()  # grace period from DMS_WORKER_SHUTDOWN_GRACE_S
+class _SubcommandParser(Parser):
+    """Every subcommand takes ``--debug`` too, after its name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if kwargs.get("add_help", True):
+            self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-def command_from_args(args: argparse.Namespace) -> Command:
-    tenant = uuid.UUID(args.tenant)
-    document = uuid.UUID(args.document) if args.document else uuid.uuid4()
-    if args.command == "delete":
-        return delete_command(tenant, document)
-    path = Path(args.file)
-    mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return upload_command(tenant, document, path.name, mime, path.read_bytes())
+def a_uuid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a UUID; give one like 0b6c3f0e-2a7f-4a59-9d4e-5b8f6f0f2c11"
+        ) from None
 
 
-async def publish(settings: Settings, command: Command) -> None:
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(settings.command_exchange, ensure=True)
-        await publish_command(exchange, command)
-    print(json.dumps({"command_id": command.id, "type": command.type, "document_id": str(command.data.document_id)}))
+def a_readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file; give the path of the file to upload")
+    return path
+
+
+def an_http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL; give the address the worker fetches")
+    return text
+
+
+def a_positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def parse_age(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units:
-        return float(text[:-1]) * units[text[-1]]
-    return float(text)
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age like 90s, 15m, 2h or 1d") from None
 
 
-def _add_dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dlq = sub.add_parser("dlq", help="inspect, replay or purge dead-lettered commands")
-    actions = dlq.add_subparsers(dest="dlq_action", required=True)
-    for name, text in (
-        ("list", "list dead letters"),
-        ("show", "show dead letters in full"),
-        ("replay", "republish to the command queue (confirmed), then ack from the DLQ"),
-        ("purge", "drop dead letters for good"),
-    ):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("--tenant", type=uuid.UUID)
-        action.add_argument("--document", type=uuid.UUID)
-        action.add_argument("--error-code")
-        action.add_argument("--message-id", help="only this message")
-        action.add_argument("--older-than", type=parse_age, help="dead-lettered at least this long ago (90s, 15m, 2h)")
-        action.add_argument("--newer-than", type=parse_age, help="dead-lettered at most this long ago")
-        action.add_argument("--scan-limit", type=int, default=10_000)
-        if name in {"replay", "purge"}:
-            action.add_argument("--dry-run", action="store_true")
-        if name == "replay":
-            action.add_argument("--limit", type=int)
-            action.add_argument("--rate", type=float, help="messages per second")
+async def connect(settings: Settings) -> aio_pika.abc.AbstractConnection:
+    """The first broker address that answers (``AMQP_URLS``, else ``AMQP_URL``); if its node goes, the
+    next one, and an unconfirmed publish is sent again (``worker.amqp.connection``)."""
+    return await connect_robust(settings.broker_urls())
 
 
-async def dead_letter_command(settings: Settings, args: argparse.Namespace) -> None:
-    selection = Selection(
-        args.tenant, args.document, args.error_code, args.older_than, args.newer_than, args.message_id
-    )
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+# --- run ---------------------------------------------------------------------------------------------
+
+
+async def run_worker(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    worker = await start_when_broker_answers(lambda: Worker(settings), stop)
+    if worker is None:
+        return  # told to stop while the broker was away
+    await stop.wait()
+    await worker.stop()  # grace period from DMS_WORKER_SHUTDOWN_GRACE_S
+
+
+# --- publish, delete, results ------------------------------------------------------------------------
+
+
+def command_from_args(args: argparse.Namespace, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Command:
+    document = args.document or uuid.uuid4()
+    if args.command == "delete":
+        return delete_command(args.tenant, document)
+    path: Path = args.file
+    mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if args.url:  # by reference: the file is read (in chunks) for its size and sha256 only
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            while chunk := file.read(1024 * 1024):
+                digest.update(chunk)
+        size = path.stat().st_size
+        return upload_command_by_url(
+            args.tenant, document, path.name, mime, args.url, size=size, sha256=digest.hexdigest()
+        )
+    try:
+        check_fits_inline(path.stat().st_size, max_message_size)  # before reading a large file
+    except MessageTooLarge as exc:
+        raise UsageError(str(exc)) from None
+    return upload_command(args.tenant, document, path.name, mime, path.read_bytes(), max_message_size=None)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value), flush=True)
+
+
+async def publish(settings: Settings, command: Command, wait_s: float | None = None, wait: bool = False) -> int:
+    """Publishes ``command``; with ``wait``, prints its result event too and returns the exit code."""
+    connection = await connect(settings)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        dlq = DeadLetterQueue(channel, settings)
-        if args.dlq_action in {"list", "show"}:
-            letters = await dlq.inspect(selection, args.scan_limit)
-            for letter in letters:
-                row = letter.as_row()
-                if args.dlq_action == "list":
-                    row.pop("error_message")
-                print(json.dumps(row))
-            print(json.dumps({"count": len(letters)}), file=sys.stderr)
-        elif args.dlq_action == "replay":
-            done = await dlq.replay(
-                selection, dry_run=args.dry_run, limit=args.limit, rate_per_s=args.rate, scan_limit=args.scan_limit
+        subscription = None
+        if wait:  # bound before publishing, so the result cannot slip past
+            kind = command.type.removeprefix("dms.")
+            subscription = await ResultSubscription.open(
+                channel, settings.result_exchange, EventFilter(kind=kind, command_id=command.id)
             )
-            for letter in done:
-                print(json.dumps(letter.as_row()))
-            print(json.dumps({"replayed" if not args.dry_run else "would_replay": len(done)}), file=sys.stderr)
-        else:
-            count = await dlq.purge(selection, dry_run=args.dry_run, scan_limit=args.scan_limit)
-            print(json.dumps({"purged" if not args.dry_run else "would_purge": count}), file=sys.stderr)
+        await publish_command(channel, command, settings.command_exchange, settings.broker_max_message_size)
+        print_json({"command_id": command.id, "type": command.type, "document_id": str(command.data.document_id)})
+        if subscription is None:
+            return EXIT_OK
+        try:
+            event = await subscription.next_event(wait_s)
+        except TimeoutError:
+            raise CliError(
+                f"no result for command {command.id} within {wait_s:g} s (it stays queued): is a worker running? "
+                "Raise --timeout or follow it with `python -m worker results`",
+                EXIT_TIMEOUT,
+            ) from None
+    print_json(event)
+    if succeeded(event):
+        return EXIT_OK
+    error = event.get("data", {}).get("error", {})
+    print(f"{event.get('type')}: {error.get('code')}: {error.get('message')}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+async def follow_results(settings: Settings, args: argparse.Namespace) -> int:
+    event_filter = EventFilter(args.type, args.outcome, args.tenant, args.document, args.command_id)
+    connection = await connect(settings)
+    async with connection:
+        channel = await connection.channel()
+        subscription = await ResultSubscription.open(channel, settings.result_exchange, event_filter)
+        print(f"following {settings.result_exchange} ({event_filter.binding_key()}); Ctrl-C stops", file=sys.stderr)
+        seen = 0
+        try:
+            async with asyncio.timeout(args.timeout):
+                async for event in subscription.events():
+                    print_json(event)
+                    seen += 1
+                    if args.count is not None and seen >= args.count:
+                        break
+        except TimeoutError:
+            pass
+    return EXIT_OK
+
+
+# --- dlq ---------------------------------------------------------------------------------------------
+
+
+class _RowsAsTheyHappen:
+    """Prints each replayed or purged dead letter as it happens, next to the progress display."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def start(self, stage: str, total: int | None) -> None:
+        self._progress.start(stage, total)
+
+    def advance(self, letter: DeadLetter | None = None) -> None:
+        if letter is not None:
+            print_json(letter.as_row())
+        self._progress.advance(letter)
+
+
+def selection_from_args(args: argparse.Namespace) -> Selection:
+    return Selection(args.tenant, args.document, args.error_code, args.older_than, args.newer_than, args.message_id)
+
+
+async def dead_letter_command(settings: Settings, args: argparse.Namespace) -> int:
+    selection = selection_from_args(args)
+    if args.dlq_action == "purge" and selection.selects_everything() and not args.all:
+        raise UsageError("purge with no filter drops every dead letter: add a filter, or --all if that is meant")
+    connection = await connect(settings)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        with progress_for(sys.stderr) as progress:
+            dlq = DeadLetterQueue(channel, settings, _RowsAsTheyHappen(progress))
+            if args.dlq_action in {"list", "show"}:
+                letters = await dlq.inspect(selection, args.scan_limit, full=args.dlq_action == "show")
+                for letter in letters:
+                    row = letter.as_row()
+                    if args.dlq_action == "list":
+                        row.pop("error_message")
+                    print_json(row)
+                summary = {"count": len(letters)}
+            elif args.dlq_action == "replay":
+                done = await dlq.replay(
+                    selection, dry_run=args.dry_run, limit=args.limit, rate_per_s=args.rate, scan_limit=args.scan_limit
+                )
+                summary = {"would_replay" if args.dry_run else "replayed": len(done)}
+            else:
+                done = await dlq.purge(selection, dry_run=args.dry_run, scan_limit=args.scan_limit)
+                summary = {"would_purge" if args.dry_run else "purged": len(done)}
+            if args.dlq_action in {"replay", "purge"} and args.dry_run:
+                for letter in done:
+                    print_json(letter.as_row())
+    print(json.dumps(summary), file=sys.stderr)
+    return EXIT_OK
+
+
+# --- the parser --------------------------------------------------------------------------------------
+
+SubParsers: TypeAlias = "argparse._SubParsersAction[_SubcommandParser]"
+
+DLQ_ACTIONS = {
+    "list": "list dead letters: ids, tenant, document, type, error code, attempts, first and last death",
+    "show": "show dead letters in full: what list shows plus the error message, headers and body "
+    "(long strings such as content_base64 shortened)",
+    "replay": "republish to the command exchange (confirmed), then ack from the DLQ; prints each one as it goes",
+    "purge": "drop dead letters for good (needs a filter, or --all)",
+}
+
+
+def _add_dlq_parser(sub: SubParsers) -> None:
+    dlq = sub.add_parser(
+        "dlq",
+        help="inspect, replay or purge dead-lettered commands",
+        description="Rows go to stdout as JSON lines, a summary and progress to stderr (a bar on a terminal, "
+        "else JSON lines). Filters combine (all must match).",
+    )
+    actions = dlq.add_subparsers(dest="dlq_action", required=True)
+    for name, text in DLQ_ACTIONS.items():
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("--tenant", type=a_uuid, help="only this tenant's commands")
+        action.add_argument("--document", type=a_uuid, help="only this document's commands")
+        action.add_argument("--error-code", help="only this error code, e.g. unknown_tenant or dms_unavailable")
+        action.add_argument("--message-id", help="only the message with this id (the command's CloudEvent id)")
+        action.add_argument("--older-than", type=parse_age, help="dead-lettered at least this long ago (90s, 15m, 2h)")
+        action.add_argument("--newer-than", type=parse_age, help="dead-lettered at most this long ago (90s, 15m, 2h)")
+        action.add_argument(
+            "--scan-limit",
+            type=int,
+            default=10_000,
+            metavar="N",
+            help="look at no more than the first N messages of the DLQ; they are held unacked (invisible to "
+            "others) while the command runs (default: 10000)",
+        )
+        if name in {"replay", "purge"}:
+            action.add_argument("--dry-run", action="store_true", help="change nothing; list what would be touched")
+        if name == "replay":
+            action.add_argument("--limit", type=int, metavar="N", help="replay at most N messages")
+            action.add_argument("--rate", type=a_positive_number, metavar="PER_S", help="at most this many per second")
+        if name == "purge":
+            action.add_argument("--all", action="store_true", help="allow a purge without filters (the whole DLQ)")
+
+
+def _add_results_parser(sub: SubParsers) -> None:
+    results = sub.add_parser(
+        "results",
+        help="follow result events as they are published (JSON lines on stdout)",
+        description="Binds its own temporary queue to the result exchange, so it sees events published from "
+        "now on and takes nothing from other consumers. Filters combine.",
+    )
+    results.add_argument("--tenant", type=a_uuid, help="only this tenant's events")
+    results.add_argument("--document", type=a_uuid, help="only this document's events")
+    results.add_argument("--type", choices=KINDS, help="only upload or only delete results")
+    results.add_argument("--outcome", choices=OUTCOMES, help="only successes or only failures")
+    results.add_argument("--command-id", help="only the result of this command")
+    results.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    results.add_argument("--timeout", type=a_positive_number, metavar="S", help="stop after S seconds")
+
+
+def _add_wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the result event, print it, and exit 0 if the command succeeded, 1 if it failed",
+    )
+    parser.add_argument(
+        "--timeout", type=a_positive_number, default=60.0, metavar="S", help="with --wait: give up (exit 3) after S s"
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="python -m worker",
+        description="dms-upload-worker. Exit codes: 0 done, 1 failed (a runtime error, or with --wait a failed "
+        "command), 2 usage or configuration error, 3 --wait timed out.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
+    sub.add_parser("run", help="run the worker (configuration from DMS_WORKER_* environment variables)")
+    pub = sub.add_parser("publish", help="publish a file as an upload command")
+    pub.add_argument("file", type=a_readable_file)
+    pub.add_argument("--tenant", required=True, type=a_uuid, help="SAP Cloud ALM tenant UUID")
+    pub.add_argument("--document", type=a_uuid, help="document UUID (default: a new one); reuse it to add a version")
+    pub.add_argument("--mime", help="declared MIME type (default: guessed from the file name)")
+    pub.add_argument(
+        "--url",
+        type=an_http_url,
+        help="send this content_url instead of the bytes (the worker fetches it; its host must be on "
+        "DMS_WORKER_CONTENT_URL_ALLOWED_HOSTS); FILE is read for its name, size and sha256. Needed for files "
+        "larger than the broker takes inline (DMS_WORKER_BROKER_MAX_MESSAGE_SIZE, 16 MiB by default)",
+    )
+    _add_wait_options(pub)
+    dele = sub.add_parser("delete", help="publish a delete command (all versions of the document)")
+    dele.add_argument("--tenant", required=True, type=a_uuid, help="SAP Cloud ALM tenant UUID")
+    dele.add_argument("--document", required=True, type=a_uuid, help="document UUID")
+    _add_wait_options(dele)
+    _add_results_parser(sub)
+    # These two hand their arguments (and --help) to python -m worker.testing.demo|emulator.
+    sub.add_parser("demo", help="end-to-end demo against the bundled DMS EMULATOR (not SAP DMS)", add_help=False)
+    sub.add_parser("emulator", help="run the DMS emulator (python -m worker.testing.emulator)", add_help=False)
+    _add_dlq_parser(sub)
+    contracts = sub.add_parser("contracts", help="check contracts/ and deploy/rabbitmq/ against the code")
+    contracts.add_argument("--write", action="store_true", help="regenerate them instead")
+    contracts.add_argument("--root", type=Path, default=Path(), help="the repository checkout (default: here)")
+    return parser
+
+
+def _run(coroutine: Coroutine[Any, Any, int | None]) -> int:
+    return event_loop.run(coroutine) or EXIT_OK
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_json)
+    if args.command in {"run", "publish", "delete"}:  # off unless OTEL_* variables ask for it
+        telemetry.configure(DEFAULT_SERVICE_NAME if args.command == "run" else f"{DEFAULT_SERVICE_NAME}-cli")
+    if args.command != "run":  # one-shot commands report broker trouble themselves, in one line
+        for library in ("aiormq", "aio_pika"):
+            logging.getLogger(library).setLevel(logging.CRITICAL)
+    try:
+        if args.command == "run":
+            return _run(run_worker(settings))
+        if args.command in {"publish", "delete"}:
+            return _run(
+                publish(settings, command_from_args(args, settings.broker_max_message_size), args.timeout, args.wait)
+            )
+        if args.command == "results":
+            return _run(follow_results(settings, args))
+        return _run(dead_letter_command(settings, args))
+    except KeyboardInterrupt:
+        return 130
+    except CliError:
+        raise
+    except Exception as exc:
+        raise explain(exc, settings.broker_urls()) from exc
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m worker", description="dms-upload-worker")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the worker (configuration from DMS_WORKER_* environment variables)")
-    pub = sub.add_parser("publish", help="publish a file as an upload command")
-    pub.add_argument("file")
-    pub.add_argument("--tenant", required=True, help="SAP Cloud ALM tenant UUID")
-    pub.add_argument("--document", help="document UUID (default: a new one); reuse it to add a version")
-    pub.add_argument("--mime", help="declared MIME type (default: guessed from the file name)")
-    dele = sub.add_parser("delete", help="publish a delete command")
-    dele.add_argument("--tenant", required=True)
-    dele.add_argument("--document", required=True)
-    demo = sub.add_parser("demo", help="end-to-end demo against the bundled DMS EMULATOR (not SAP DMS)")
-    demo.add_argument("--keep-running", action="store_true", help="keep worker and emulator up afterwards")
-    sub.add_parser("emulator", help="run the DMS emulator (see python -m worker.emulator --help)")
-    _add_dlq_parser(sub)
-    contracts = sub.add_parser("contracts", help="write contracts/ from the message models")
-    contracts.add_argument("--write", action="store_true")
-    args, rest = parser.parse_known_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
 
     if args.command == "emulator":
-        from worker.emulator.__main__ import main as emulator_main
+        from worker.testing.emulator.__main__ import main as emulator_main  # noqa: TID251 (entry point)
 
         emulator_main(rest)
         return
+    if args.command == "demo":
+        from worker.testing.demo import main as demo_main  # noqa: TID251 (entry point)
+
+        demo_main(rest)
+        return
+    if rest:
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "contracts":
-        changed = contract_files.write() if args.write else contract_files.stale()
+        changed = contract_files.write(args.root) if args.write else contract_files.stale(args.root)
         print("\n".join(changed) or "contracts are up to date")
         sys.exit(1 if changed and not args.write else 0)
 
-    settings = Settings()
-    logs.configure(settings.log_level, settings.log_json)
-    if args.command == "run":
-        event_loop.run(run_worker(settings))
-    elif args.command in {"publish", "delete"}:
-        event_loop.run(publish(settings, command_from_args(args)))
-    elif args.command == "dlq":
-        event_loop.run(dead_letter_command(settings, args))
-    elif args.command == "demo":
-        from worker.demo import run_demo
-
-        print(EMULATOR_BANNER, file=sys.stderr)
-        event_loop.run(run_demo(settings, keep_running=args.keep_running))
+    try:
+        code = dispatch(args)
+    except Exception as exc:
+        if args.debug:
+            raise
+        problem = explain(exc)
+        print(f"error: {logs.redact_text(str(problem))}", file=sys.stderr)
+        code = problem.exit_code
+    sys.exit(code)

@@ -23,6 +23,9 @@ UPLOAD_FAILED: Final = "dms.upload.failed"
 DELETE_SUCCEEDED: Final = "dms.delete.succeeded"
 DELETE_FAILED: Final = "dms.delete.failed"
 
+# Longer names are shortened, not refused (the worker keeps the extension); this bound only stops abuse.
+MAX_FILE_NAME_CHARS: Final = 65_536
+
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
 
 
@@ -36,7 +39,11 @@ class UploadData(BaseModel):
 
     tenant_id: uuid.UUID = Field(description="SAP Cloud ALM tenant UUID; the repository's externalId")
     document_id: uuid.UUID = Field(description="Technical document UUID; becomes cmis:name")
-    file_name: str = Field(min_length=1, max_length=4500, description="Becomes cmis:contentStreamFileName")
+    file_name: str = Field(
+        min_length=1,
+        max_length=MAX_FILE_NAME_CHARS,
+        description="Becomes cmis:contentStreamFileName, sanitised and shortened to the worker's limit",
+    )
     mime_type: str = Field(min_length=3, max_length=255, description="Declared MIME type")
     content_base64: str | None = Field(default=None, description="Inline content, standard base64")
     content_url: HttpUrl | None = Field(default=None, description="Content by reference (allowlisted hosts)")
@@ -122,6 +129,9 @@ class CloudEvent(BaseModel, Generic[DataT]):
     time: dt.datetime | None = None
     subject: str | None = None
     datacontenttype: str = "application/json"
+    # CloudEvents distributed-tracing extension: the W3C trace context of whoever published the event.
+    traceparent: str | None = Field(default=None, description="W3C traceparent (distributed-tracing extension)")
+    tracestate: str | None = Field(default=None, description="W3C tracestate (distributed-tracing extension)")
     data: DataT
 
 

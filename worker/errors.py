@@ -1,7 +1,28 @@
 """The worker's error tree: permanent errors fail a command at once, transient ones are retried.
 
 Every error carries a stable machine-readable ``code`` (used in result events, metrics and dead-letter
-headers) and a human message. Messages never include secrets or tokens.
+headers) and a human message. Messages never include secrets or tokens. ``worker.results.policy`` turns
+the split into ack / retry / dead-letter, in that one place.
+
+* WorkerError                     internal_error
+  + PermanentError                permanent_error        failed event, ack, no retry
+  | + InvalidCommand              invalid_command
+  | + UnknownTenant               unknown_tenant         the one exception: to the DLQ (at once), to replay later
+  | + FileTooLarge                file_too_large
+  | + UnsupportedFileType         unsupported_file_type
+  | + IntegrityMismatch           integrity_mismatch
+  | + ContentUnavailable          content_unavailable
+  | + VirusDetected               virus_detected
+  | + DmsRejected                 dms_rejected           DMS 4xx (``worker.dms.http_errors`` maps them)
+  |   + NameConflict              name_conflict
+  |   + VersionLimitReached       version_limit_reached
+  + TransientError                transient_error        retried in place; the DLQ when attempts run out
+    + DmsUnavailable              dms_unavailable
+    + RateLimited                 rate_limited
+    + TokenRejected               token_rejected
+    + DocumentLocked              document_locked
+    + ContentFetchFailed          content_fetch_failed
+    + InternalError               internal_error         any unexpected exception (a bug)
 """
 
 from __future__ import annotations
@@ -44,6 +65,9 @@ class InvalidCommand(PermanentError):
 
 
 class UnknownTenant(PermanentError):
+    """No destination can be resolved for the tenant. Not retried, but dead-lettered rather than acked away:
+    a missing Secret, binding or BTP destination is fixed by configuration, and then the DLQ is replayed."""
+
     code = "unknown_tenant"
 
 

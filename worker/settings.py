@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.destinations import Destination
+from worker.dms.destinations import DEFAULT_DESTINATION_NAME, Destination
 
 MIB = 1024 * 1024
+DMS_MAX_FILE_SIZE = 400 * MIB  # the largest file DMS takes with its virus scan
 
 DEFAULT_EXTENSIONS = [
     "pdf", "txt", "csv", "md", "rtf", "xml", "json",
@@ -39,21 +41,35 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="ignore",
         env_parse_none_str="null",
+        hide_input_in_errors=True,  # a service key or VCAP_SERVICES that fails validation holds secrets
     )
 
     # broker
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # A cluster's nodes (JSON list); when set it replaces amqp_url. Reconnects go to the next one that answers.
+    amqp_urls: list[SecretStr] = Field(default_factory=list)
+    # What the producer helper and CLI publish at most (the broker's max_message_size: 16 MiB on RabbitMQ 4.x,
+    # 128 MiB on 3.x); a larger inline upload is refused with a pointer to content_url.
+    broker_max_message_size: int = Field(default=16 * MIB, ge=1)
     command_exchange: str = "dms.commands"
     command_queue: str = "dms.commands"
     result_exchange: str = "dms.results"
     results_queue: str | None = "dms.results.all"  # a durable catch-all so no event is unroutable
+    # ...bounded, so it cannot grow forever where nobody reads it: the oldest events go first (drop-head)
+    results_queue_max_length: int | None = Field(default=100_000, ge=1)
+    results_queue_message_ttl_s: float | None = Field(default=7 * 86_400, gt=0)
     dead_letter_queue: str = "dms.commands.dlq"
-    shard_count: int = Field(default=8, ge=1)  # per-document order: one single-active-consumer queue per shard
-    router_prefetch: int = Field(default=64, ge=1)  # ingress messages being moved to shards at once
+    shard_count: int = Field(default=128, ge=1)  # per-document order: one single-active-consumer queue per shard
+    in_flight_limit: int = Field(default=64, ge=1)  # per replica, however many shards it holds
+    slot_interval_s: float = Field(default=0.25, gt=0)  # how often a replica looks at its queues to re-split slots
+    tenant_weights: dict[str, float] = Field(default_factory=dict)  # tenant UUID -> share weight (default 1)
+    # Commands run at once: follows the DMS round trip between CONCURRENCY_MIN and IN_FLIGHT_LIMIT
+    # (worker.intake.concurrency); off: always IN_FLIGHT_LIMIT.
+    adaptive_concurrency: bool = True
+    concurrency_min: int = Field(default=8, ge=1)
     membership_heartbeat_s: float = Field(default=1.0, gt=0)  # replicas announce themselves to share shards
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1_000, 5_000, 30_000, 120_000])
     delivery_limit: int = 20  # quorum-queue redeliveries (crash loops) before RabbitMQ dead-letters
-    prefetch: int = 8  # per shard queue (RabbitMQ applies it per consumer): up to prefetch x shards in flight
     event_source: str = "urn:dms-upload-worker"
 
     # DMS
@@ -63,13 +79,33 @@ class Settings(BaseSettings):
     dms_connections: int = 64
     user_agent: str = "dms-upload-worker/0.1"
 
+    # SAP BTP: service bindings and the Destination service, after the DMS destinations above (README,
+    # "Running on SAP BTP"). The two binding variables are the platforms' own names, without our prefix.
+    vcap_services: SecretStr | None = Field(  # Cloud Foundry: bindings labelled sdm and destination
+        default=None, validation_alias=AliasChoices("VCAP_SERVICES", "vcap_services")
+    )
+    service_binding_root: Path | None = Field(  # servicebinding.io (Kyma): one directory per binding
+        default=None, validation_alias=AliasChoices("SERVICE_BINDING_ROOT", "service_binding_root")
+    )
+    destination_name: str = DEFAULT_DESTINATION_NAME  # asked of the Destination service
+    tenant_destination_names: dict[uuid.UUID, str] = Field(default_factory=dict)  # tenant UUID -> destination name
+    destination_cache_ttl_s: float = Field(default=300.0, gt=0)  # a looked-up destination is kept at most this long
+    ca_bundle: Path | None = None  # PEM CAs trusted for HTTPS in addition to the system's
+
     # validation
-    max_file_size: int = 10 * MIB  # SAP's CALM guide said 10 MB until 2025-10, 120 MB since
+    # SAP's CALM guide said 10 MB until 2025-10, 120 MB since; DMS takes up to 400 MB with virus scanning.
+    max_file_size: int = Field(default=10 * MIB, ge=1, le=DMS_MAX_FILE_SIZE)
     allowed_extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
     allowed_mime_types: list[str] = Field(default_factory=lambda: list(DEFAULT_MIME_TYPES))
     max_file_name_length: int = 255
     content_url_allowed_hosts: list[str] = Field(default_factory=list)
-    content_fetch_timeout_s: float = 30.0
+    content_fetch_timeout_s: float = 30.0  # connect and idle; the whole fetch gets 1 s more per MiB of the limit
+    # content_url bodies are spooled to files here (default: <temp dir>/dms-upload-worker); must be writable
+    spool_dir: Path | None = None
+    # content_url uploads spooled at once per replica: the spool needs up to this x MAX_FILE_SIZE of disk
+    content_fetch_concurrency: int = Field(default=16, ge=1)
+    allow_active_content: bool = False  # SVG with script, HTML disguised as text: refused unless True
+    max_archive_expanded_size: int = 100 * MIB  # a zip whose declared expansion exceeds this is refused
 
     # operations
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
@@ -78,20 +114,33 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    def broker_urls(self) -> list[str]:
+        """The broker addresses to try, in order: ``amqp_urls`` if given, else ``amqp_url``."""
+        return [url.get_secret_value() for url in self.amqp_urls] or [self.amqp_url.get_secret_value()]
+
     def destination_for(self, tenant_id: uuid.UUID) -> Destination | None:
         return self.tenant_destinations.get(tenant_id, self.destination)
 
     def as_environment(self) -> dict[str, str]:
         """These settings as ``DMS_WORKER_*`` variables (secrets included): to start replicas with them."""
         env: dict[str, str] = {}
-        plain = self.model_dump(mode="json", exclude={"amqp_url", "destination", "tenant_destinations"})
+        platform = {"vcap_services", "service_binding_root"}
+        plain = self.model_dump(
+            mode="json", exclude={"amqp_url", "amqp_urls", "destination", "tenant_destinations", *platform}
+        )
         for key, value in plain.items():
             env[f"DMS_WORKER_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         env["DMS_WORKER_AMQP_URL"] = self.amqp_url.get_secret_value()
+        if self.amqp_urls:
+            env["DMS_WORKER_AMQP_URLS"] = json.dumps([url.get_secret_value() for url in self.amqp_urls])
         if self.destination is not None:
             env["DMS_WORKER_DESTINATION"] = json.dumps(self.destination.as_properties())
         if self.tenant_destinations:
             env["DMS_WORKER_TENANT_DESTINATIONS"] = json.dumps(
                 {str(t): d.as_properties() for t, d in self.tenant_destinations.items()}
             )
+        if self.vcap_services is not None:
+            env["VCAP_SERVICES"] = self.vcap_services.get_secret_value()
+        if self.service_binding_root is not None:
+            env["SERVICE_BINDING_ROOT"] = str(self.service_binding_root)
         return env

@@ -6,6 +6,7 @@ Every test gets its own exchange/queue names, so tests never see each other's me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,16 +16,18 @@ from typing import Any
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from worker import topology
-from worker.app import Worker
-from worker.command_publishing import publish_command
-from worker.contracts import Command
-from worker.destinations import Destination
-from worker.emulator import EmulatorConfig, RunningEmulator, serve_emulator
-from worker.emulator.store import Repository
+from worker.amqp import routing, topology
+from worker.amqp.names import command_exchange_name
+from worker.commands.parsing import best_effort_ids
+from worker.contracts import DELETE, Command
+from worker.dms.destinations import Destination
+from worker.producer import publish_command
+from worker.runtime.app import Worker
 from worker.settings import Settings
+from worker.testing.emulator import EmulatorConfig, EmulatorTls, RunningEmulator, serve_emulator
+from worker.testing.emulator.store import Repository
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -53,18 +56,40 @@ class Stack:
     emulator: RunningEmulator
     worker: Worker
     channel: AbstractChannel
-    commands: AbstractExchange
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
 
     async def send(self, command: Command) -> None:
-        await publish_command(self.commands, command)
+        await publish_command(self.channel, command, self.settings.command_exchange)
 
-    async def send_raw(self, body: bytes, message_id: str) -> None:
-        message = aio_pika.Message(body=body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-        await self.commands.publish(message, routing_key="upload")
+    async def send_raw(
+        self, body: bytes, message_id: str | None, routing_key: str | None = None, kind: str | None = None, **props: Any
+    ) -> None:
+        """Publishes any body the way a careless or hostile producer might. Unless told otherwise it uses
+        the exchange and routing key a correct producer would use for what the body claims to be."""
+        ids = best_effort_ids(body)
+        if routing_key is None:
+            tenant, document = ids.get("tenant_id"), ids.get("document_id")
+            routing_key = routing.routing_key(tenant, document) if tenant and document else ""
+        kind = kind or ("delete" if ids.get("command_type") == DELETE else "upload")
+        message = aio_pika.Message(
+            body=body, message_id=message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **props
+        )
+        exchange = await self.channel.get_exchange(command_exchange_name(self.settings.command_exchange, kind))
+        await exchange.publish(message, routing_key=routing_key)
 
     async def next_events(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         return [await asyncio.wait_for(self.events.get(), timeout) for _ in range(count)]
+
+    async def events_for(self, wanted: set[str], events: list[dict[str, Any]], within: float) -> None:
+        """Adds result events to ``events`` until every command in ``wanted`` has one or ``within`` seconds
+        pass, then waits ``2 s`` more and adds any repeats that came late."""
+        deadline = asyncio.get_running_loop().time() + within
+        while wanted - {e["data"]["command_id"] for e in events} and asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                events += await self.next_events(1, timeout=2)
+        await asyncio.sleep(2)
+        while not self.events.empty():
+            events.append(self.events.get_nowait())
 
     async def run(self, command: Command, timeout: float = 20.0) -> dict[str, Any]:
         """Sends a command and returns its result event."""
@@ -108,13 +133,22 @@ async def delete_topology(connection: AbstractRobustConnection, settings: Settin
 
 @pytest.fixture
 async def make_stack() -> AsyncIterator[StackFactory]:
-    """``await make_stack(emulator_config=..., destination=False, **settings)`` builds a running stack."""
+    """``await make_stack(emulator_config=..., destination=False, **settings)`` builds a running stack.
+
+    ``tls`` serves the emulator over HTTPS (plus its mTLS token socket); ``settings_from(emulator)`` gives
+    settings that depend on the running emulator (its URLs in a binding, say)."""
     async with AsyncExitStack() as exits:
 
         async def factory(
-            emulator_config: EmulatorConfig | None = None, destination: bool = True, **overrides: Any
+            emulator_config: EmulatorConfig | None = None,
+            destination: bool = True,
+            tls: EmulatorTls | None = None,
+            settings_from: Callable[[RunningEmulator], dict[str, Any]] | None = None,
+            **overrides: Any,
         ) -> Stack:
-            emulator = await exits.enter_async_context(serve_emulator(emulator_config or EmulatorConfig()))
+            emulator = await exits.enter_async_context(serve_emulator(emulator_config or EmulatorConfig(), tls=tls))
+            if settings_from is not None:
+                overrides.update(settings_from(emulator))
             if destination:
                 overrides.setdefault("destination", Destination.model_validate(emulator.service_key()))
             settings = settings_for(f"test.{uuid.uuid4().hex[:10]}", **overrides)
@@ -125,8 +159,7 @@ async def make_stack() -> AsyncIterator[StackFactory]:
             await worker.start()
             exits.push_async_callback(worker.stop)
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            commands = await channel.get_exchange(settings.command_exchange)
-            stack = Stack(settings, emulator, worker, channel, commands)
+            stack = Stack(settings, emulator, worker, channel)
             results = await channel.declare_queue(settings.results_queue, passive=True)
 
             async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:

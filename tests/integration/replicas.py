@@ -26,10 +26,15 @@ class Replicas:
 
     def start(self, count: int) -> None:
         for _ in range(count):
-            log = (self._log_dir / f"replica-{len(self.processes)}.log").open("wb")
-            self.processes.append(
-                subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self._env, stdout=log, stderr=log)
-            )
+            self.processes.append(self._spawn(f"replica-{len(self.processes)}"))
+
+    def restart(self, index: int) -> None:
+        """A fresh process in the place of one that ended (its log goes on in the same file)."""
+        self.processes[index] = self._spawn(f"replica-{index}")
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        log = (self._log_dir / f"{name}.log").open("ab")
+        return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self._env, stdout=log, stderr=log)
 
     def signal(self, index: int, sig: signal.Signals) -> None:
         self.processes[index].send_signal(sig)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from typing import Any
 
 import pytest
 
-from worker.command_publishing import upload_command
+from worker.producer import upload_command
 
 from .conftest import StackFactory
 
-pytestmark = pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl to restart the broker")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl to restart the broker"),
+]
 
 
 async def rabbitmqctl(*args: str) -> None:
@@ -25,13 +29,13 @@ async def rabbitmqctl(*args: str) -> None:
 
 @pytest.mark.timeout(180)
 async def test_broker_restart_mid_run_loses_nothing(make_stack: StackFactory) -> None:
-    stack = await make_stack(prefetch=4)
+    stack = await make_stack(in_flight_limit=4)
     await stack.set_faults(latency_ms=300)  # keep commands in flight while the broker goes away
     tenant = uuid.uuid4()
     commands = [upload_command(tenant, uuid.uuid4(), f"f{i}.txt", "text/plain", b"x") for i in range(40)]
     for command in commands:
         await stack.send(command)
-    seen: dict[str, dict] = {}
+    seen: dict[str, dict[str, Any]] = {}
     for event in await stack.next_events(3, timeout=30):  # the run is under way
         seen[event["data"]["command_id"]] = event
 

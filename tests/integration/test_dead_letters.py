@@ -8,13 +8,18 @@ import os
 import sys
 import uuid
 
-from worker.command_publishing import upload_command
-from worker.dead_letters import DeadLetterQueue, Selection
+import pytest
+
+from worker.contracts import UploadCommand
+from worker.producer import upload_command
+from worker.results.dead_letters import DeadLetterQueue, Selection
 
 from .conftest import Stack
 
+pytestmark = pytest.mark.integration
 
-async def dead_letter_some(stack: Stack) -> tuple[uuid.UUID, uuid.UUID, list, list]:
+
+async def dead_letter_some(stack: Stack) -> tuple[uuid.UUID, uuid.UUID, list[UploadCommand], list[UploadCommand]]:
     tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
     await stack.set_faults(scripted=[{"kind": "status", "status": 503, "times": 1000, "path_prefix": "/browser"}])
     a = [upload_command(tenant_a, uuid.uuid4(), f"a{i}.txt", "text/plain", b"a") for i in range(3)]
@@ -48,10 +53,10 @@ async def test_filtered_replay_processes_the_selection_and_leaves_the_rest(stack
     assert all(e["data"]["attempts"] == 1 for e in events)  # attempts reset on replay
 
     left = await dlq.inspect(Selection())
-    assert sorted(d.message_id for d in left) == sorted(
+    assert sorted(str(d.message_id) for d in left) == sorted(
         [c.id for c in a if c.id not in {d.message_id for d in replayed}] + [c.id for c in b]
     )
-    assert await dlq.purge(Selection(tenant_id=tenant_b)) == 2
+    assert len(await dlq.purge(Selection(tenant_id=tenant_b))) == 2
     assert [d.tenant_id for d in await dlq.inspect(Selection())] == [str(tenant_a)]
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from worker.emulator import EmulatorConfig, RunningEmulator, serve_emulator
-from worker.emulator.store import EICAR_SIGNATURE, VIRUS_MESSAGE
-from worker.tokens import basic_auth_header
+from worker.dms.tokens import basic_auth_header
+from worker.testing.emulator import EmulatorConfig, RunningEmulator, serve_emulator
+from worker.testing.emulator.store import EICAR_SIGNATURE, VIRUS_MESSAGE
+
+pytestmark = pytest.mark.integration
+
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + EICAR_SIGNATURE + b"$H+H*"
 
@@ -71,7 +75,7 @@ class Api:
 
 
 @pytest.fixture
-async def api(emulator: RunningEmulator) -> Api:
+async def api(emulator: RunningEmulator) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as http:
         client = Api(emulator, http)
         assert (await client.login()).status == 200
@@ -79,7 +83,7 @@ async def api(emulator: RunningEmulator) -> Api:
 
 
 async def _repo(api: Api) -> str:
-    return (await (await api.create_repo()).json())["id"]
+    return str((await (await api.create_repo()).json())["id"])
 
 
 async def test_token_endpoint_takes_basic_or_form_credentials_and_refuses_bad_ones(api: Api) -> None:
@@ -253,6 +257,22 @@ async def test_latency_and_error_rate_are_switchable_at_runtime(api: Api) -> Non
     assert response.status == 502 and asyncio.get_running_loop().time() - started >= 0.1
     await api.http.post(api.base + "_emulator/faults", json={"latency_ms": 0, "error_rate": 0.0})
     assert (await api.http.get(api.base + "rest/v2/repositories", headers=api.auth)).status == 200
+
+
+async def test_answer_ms_holds_each_answer_from_its_arrival_work_included(api: Api) -> None:
+    await api.http.post(api.base + "_emulator/faults", json={"answer_ms": 300})
+    loop = asyncio.get_running_loop()
+
+    async def timed() -> float:
+        started = loop.time()
+        async with api.http.get(api.base + "rest/v2/repositories", headers=api.auth) as response:
+            assert response.status == 200
+        return loop.time() - started
+
+    took = await asyncio.gather(*(timed() for _ in range(20)))  # a burst: each waits from its own arrival
+    assert all(0.3 <= t < 0.6 for t in took), took
+    await api.http.post(api.base + "_emulator/faults", json={"answer_ms": 0})
+    assert await timed() < 0.3
 
 
 async def test_state_survives_a_restart_with_a_data_dir(tmp_path: Path) -> None:

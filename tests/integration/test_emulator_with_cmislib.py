@@ -6,11 +6,14 @@ import asyncio
 import io
 
 import aiohttp
+import pytest
 from cmislib import CmisClient
 from cmislib.browser.binding import BrowserBinding
 
-from worker.emulator import RunningEmulator
-from worker.tokens import basic_auth_header
+from worker.dms.tokens import basic_auth_header
+from worker.testing.emulator import RunningEmulator
+
+pytestmark = pytest.mark.integration
 
 
 async def _token_and_repository(emulator: RunningEmulator) -> tuple[str, str]:

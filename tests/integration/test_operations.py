@@ -7,12 +7,15 @@ import re
 import uuid
 
 import aiohttp
+import pytest
 
-from worker.app import Worker
-from worker.command_publishing import upload_command
 from worker.contracts import UploadCommand
+from worker.producer import upload_command
+from worker.runtime.app import Worker
 
 from .conftest import Stack, StackFactory
+
+pytestmark = pytest.mark.integration
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:
@@ -56,6 +59,7 @@ async def test_liveness_and_readiness(stack: Stack) -> None:
     status, body = await scrape(stack, "/readyz")
     assert status == 200, body
     await stack.set_faults(scripted=[{"kind": "status", "status": 503, "times": 5, "path_prefix": "/oauth"}])
+    assert stack.worker.tokens is not None
     stack.worker.tokens._tokens.clear()  # force a fetch: the token service is down
     status, body = await scrape(stack, "/readyz")
     assert status == 503 and "no DMS token" in body
@@ -69,14 +73,20 @@ async def slow_uploads_in_flight(stack: Stack, count: int, latency_ms: int) -> t
     commands = [upload_command(tenant, uuid.uuid4(), f"f{i}.txt", "text/plain", b"x") for i in range(count)]
     for command in commands:
         await stack.send(command)
-    await asyncio.sleep(0.3)
+    seen: list[int] = []
+    for _ in range(200):
+        seen.append(len(stack.worker.consumer.in_flight) if stack.worker.consumer is not None else -1)
+        if seen[-1] == count:
+            break
+        await asyncio.sleep(0.05)
+    assert seen[-1] == count, f"in flight, every 50 ms: {seen}; events: {stack.events.qsize()}"
     return tenant, commands
 
 
 async def test_graceful_shutdown_finishes_in_flight_work(make_stack: StackFactory) -> None:
-    stack = await make_stack(prefetch=5)
-    _, commands = await slow_uploads_in_flight(stack, 5, latency_ms=800)
-    assert stack.worker.consumer is not None and len(stack.worker.consumer.in_flight) == 5
+    # One shard: its share is the whole limit and never moves, so all five are delivered at once.
+    stack = await make_stack(in_flight_limit=20, shard_count=1)
+    _, commands = await slow_uploads_in_flight(stack, 5, latency_ms=2500)  # long enough to overlap
     await stack.worker.stop(grace_s=10)
     events = await stack.next_events(5)
     assert {e["data"]["command_id"] for e in events} == {c.id for c in commands}
@@ -84,7 +94,7 @@ async def test_graceful_shutdown_finishes_in_flight_work(make_stack: StackFactor
 
 
 async def test_shutdown_past_the_grace_period_requeues_unfinished_work(make_stack: StackFactory) -> None:
-    stack = await make_stack(prefetch=3)
+    stack = await make_stack(in_flight_limit=12, shard_count=1)
     tenant, commands = await slow_uploads_in_flight(stack, 3, latency_ms=3000)
     await stack.worker.stop(grace_s=0.2)
     assert stack.events.empty()

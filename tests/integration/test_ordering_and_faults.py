@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 
-from worker.command_publishing import delete_command, upload_command
 from worker.contracts import Command
-from worker.dead_letters import DeadLetterQueue, Selection
-from worker.emulator import EmulatorConfig
+from worker.producer import delete_command, upload_command
+from worker.results.dead_letters import DeadLetterQueue, Selection
+from worker.testing.emulator import EmulatorConfig
 
 from .conftest import Stack, StackFactory
+
+pytestmark = pytest.mark.integration
 
 
 async def test_an_upload_retried_after_a_later_delete_does_not_bring_the_document_back(stack: Stack) -> None:
@@ -49,7 +52,7 @@ async def test_uploads_keep_publish_order_through_retries(stack: Stack) -> None:
     assert [v.label for v in series.versions] == [f"{n}.0" for n in range(1, 7)]
 
 
-async def outcomes(stack: Stack, commands: list[Command], timeout: float = 90) -> Counter[str]:
+async def outcomes(stack: Stack, commands: Sequence[Command], timeout: float = 90) -> Counter[str]:
     """Waits for one terminal event per command; returns how many each command got."""
     seen: Counter[str] = Counter()
     wanted = {c.id for c in commands}
@@ -73,7 +76,7 @@ def assert_versions_contiguous(stack: Stack, tenant: uuid.UUID) -> None:
 
 @pytest.mark.timeout(180)
 async def test_latency_5xx_and_429_storm(make_stack: StackFactory) -> None:
-    stack = await make_stack(retry_delays_ms=[50, 100, 200, 400, 800], prefetch=16)
+    stack = await make_stack(retry_delays_ms=[50, 100, 200, 400, 800], in_flight_limit=16)
     tenant = uuid.uuid4()
     await stack.run(upload_command(tenant, uuid.uuid4(), "warm.txt", "text/plain", b"x"))
     await stack.set_faults(latency_ms=20, error_rate=0.25, rate_limit_rate=0.1, retry_after=0, seed=7)

@@ -8,17 +8,22 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from aiohttp import web
 from pydantic import HttpUrl
 
-from worker.command_publishing import delete_command, upload_command
+from worker.amqp.names import ATTEMPT_HEADER, ERROR_CODE_HEADER
 from worker.contracts import UploadCommand
-from worker.destinations import Destination
-from worker.emulator import EmulatorConfig
-from worker.emulator.store import EICAR_SIGNATURE
+from worker.dms.destinations import Destination
+from worker.producer import delete_command, upload_command
 from worker.settings import MIB
+from worker.testing.emulator import EmulatorConfig
+from worker.testing.emulator.store import EICAR_SIGNATURE
 
 from .conftest import Stack, StackFactory
+
+pytestmark = pytest.mark.integration
+
 
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n"
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + EICAR_SIGNATURE + b"$H+H*"
@@ -109,6 +114,8 @@ async def test_unknown_tenant_fails_without_touching_dms(make_stack: StackFactor
     stack.settings.tenant_destinations[known] = Destination.model_validate(stack.emulator.service_key())
     event = await stack.run(upload_command(uuid.uuid4(), uuid.uuid4(), "a.txt", "text/plain", b"x"))
     assert event["data"]["error"]["code"] == "unknown_tenant"
+    assert event["data"]["dead_lettered"] is True  # kept for a replay once the destination exists
+    assert len(await stack.dead_letters()) == 1
     assert stack.emulator.emulator.calls["createDocument"] == 0
     assert (await stack.run(upload_command(known, uuid.uuid4(), "a.txt", "text/plain", b"x")))["type"] == (
         "dms.upload.succeeded"
@@ -133,13 +140,13 @@ async def test_persistent_dms_failure_ends_in_the_dead_letter_queue(stack: Stack
     assert event["data"]["attempts"] == 3 and event["data"]["error"]["code"] == "dms_unavailable"
     (dead,) = await stack.dead_letters()
     assert dead.message_id == command.id and json.loads(dead.body)["id"] == command.id
-    assert dead.headers["x-error-code"] == "dms_unavailable" and dead.headers["x-attempt"] == 3
+    assert dead.headers[ERROR_CODE_HEADER] == "dms_unavailable" and dead.headers[ATTEMPT_HEADER] == 3
 
 
 async def test_one_token_serves_fifty_concurrent_uploads_and_is_refetched_after_expiry(
     make_stack: StackFactory,
 ) -> None:
-    stack = await make_stack(emulator_config=EmulatorConfig(token_lifetime_s=6), prefetch=50)
+    stack = await make_stack(emulator_config=EmulatorConfig(token_lifetime_s=6), in_flight_limit=50)
     tenant = uuid.uuid4()
     await stack.run(upload_command(tenant, uuid.uuid4(), "warm.txt", "text/plain", b"repo"))  # creates the repo
     commands = [upload_command(tenant, uuid.uuid4(), f"f{i}.txt", "text/plain", b"x") for i in range(50)]

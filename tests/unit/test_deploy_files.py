@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -11,8 +12,12 @@ import pytest
 import yaml
 
 from worker import contract_files
+from worker.amqp.names import shard_queue_name
+from worker.intake.shard_consumers import HEADROOM
+from worker.settings import Settings
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = REPO_ROOT / "deploy"
 K8S_VERSION = "1.30"
 
 # KEDA's CRDs are not in the Kubernetes schemas; this checks the fields KEDA requires for what we use.
@@ -60,7 +65,46 @@ KEDA_SCHEMAS = {
 }
 
 
-def manifests() -> list[dict]:
+# The SAP BTP service operator's CRDs (services.cloud.sap.com/v1) are not in the Kubernetes schemas either;
+# this checks the fields the operator requires and the ones we set.
+BTP_OPERATOR_SCHEMAS = {
+    "ServiceInstance": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "services.cloud.sap.com/v1"},
+            "spec": {
+                "type": "object",
+                "required": ["serviceOfferingName", "servicePlanName"],
+                "properties": {"serviceOfferingName": {"type": "string"}, "servicePlanName": {"type": "string"}},
+            },
+        },
+    },
+    "ServiceBinding": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "services.cloud.sap.com/v1"},
+            "spec": {
+                "type": "object",
+                "required": ["serviceInstanceName"],
+                "properties": {
+                    "serviceInstanceName": {"type": "string"},
+                    "secretName": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "credentialsRotationPolicy": {
+                        "type": "object",
+                        "required": ["enabled"],
+                        "properties": {"enabled": {"type": "boolean"}},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def manifests() -> list[dict[str, Any]]:
     documents = []
     for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
         documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -68,9 +112,11 @@ def manifests() -> list[dict]:
 
 
 @pytest.mark.parametrize("manifest", manifests(), ids=lambda m: f"{m['kind']}/{m['metadata']['name']}")
-def test_kubernetes_manifests_are_valid(manifest: dict) -> None:
+def test_kubernetes_manifests_are_valid(manifest: dict[str, Any]) -> None:
     if manifest["apiVersion"].startswith("keda.sh/"):
         jsonschema.validate(manifest, KEDA_SCHEMAS[manifest["kind"]])
+    elif manifest["apiVersion"].startswith("services.cloud.sap.com/"):
+        jsonschema.validate(manifest, BTP_OPERATOR_SCHEMAS[manifest["kind"]])
     else:
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
 
@@ -88,11 +134,69 @@ def test_the_deployment_probes_the_endpoints_the_worker_serves() -> None:
     assert all(ref["key"] in secret_keys for ref in keda_auth["spec"]["secretTargetRef"])
 
 
+def test_the_deployment_mounts_each_btp_binding_under_the_service_binding_root() -> None:
+    (deployment,) = [m for m in manifests() if m["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    root = next(e["value"] for e in container["env"] if e["name"] == "SERVICE_BINDING_ROOT")
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    mounted = {
+        secrets[m["name"]]["secretName"]: m["mountPath"] for m in container["volumeMounts"] if m["name"] in secrets
+    }
+    bindings = [m for m in manifests() if m["kind"] == "ServiceBinding"]
+    instances = {
+        m["metadata"]["name"]: m["spec"]["serviceOfferingName"] for m in manifests() if m["kind"] == "ServiceInstance"
+    }
+    assert {instances[b["spec"]["serviceInstanceName"]] for b in bindings} == {"sdm", "destination"}
+    for binding in bindings:
+        assert mounted[binding["spec"]["secretName"]].startswith(root + "/")
+    assert all(s["optional"] for s in secrets.values())  # the same Deployment runs without BTP bindings
+
+
+def test_the_cloud_foundry_manifest_binds_dms_or_the_destination_service_and_probes_readiness() -> None:
+    (app,) = yaml.safe_load((DEPLOY / "cf" / "manifest.yml").read_text())["applications"]
+    assert app["health-check-http-endpoint"] == "/livez" and app["readiness-health-check-http-endpoint"] == "/readyz"
+    names = [s if isinstance(s, str) else s["name"] for s in app["services"]]
+    assert names == ["dms-upload-worker-dms", "dms-upload-worker-destination"]
+    dms = next(s for s in app["services"] if isinstance(s, dict))
+    assert dms["parameters"]["xsuaa"]["credential-type"] == "x509"
+    assert str(app["env"]["DMS_WORKER_HTTP_PORT"]) == str(Settings(_env_file=None).http_port)
+
+
 def test_the_keda_queue_pattern_matches_the_worker_queues() -> None:
     (scaled,) = [m for m in manifests() if m["kind"] == "ScaledObject"]
     pattern = re.compile(scaled["spec"]["triggers"][0]["metadata"]["queueName"])
-    assert pattern.match("dms.commands") and pattern.match("dms.commands.shard.7")
-    assert not pattern.match("dms.commands.dlq")
+    settings = Settings(_env_file=None)
+    assert pattern.match(shard_queue_name(settings.command_queue, 0))
+    assert pattern.match(shard_queue_name(settings.command_queue, settings.shard_count - 1))
+    assert not pattern.match(settings.dead_letter_queue) and not pattern.match(settings.command_queue)
+
+
+def test_the_k8s_memory_request_and_limit_follow_the_readme_formula() -> None:
+    """~80 MB + (IN_FLIGHT_LIMIT + HEADROOM) x 2.4 x MAX_FILE_SIZE (inline uploads) is requested and fits
+    under the pod's limit."""
+    (deployment,) = [m for m in manifests() if m["kind"] == "Deployment"]
+    (app,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "worker"]
+    env = {e["name"]: int(e["value"]) for e in app["env"] if e["name"].endswith(("IN_FLIGHT_LIMIT", "MAX_FILE_SIZE"))}
+    held = env["DMS_WORKER_IN_FLIGHT_LIMIT"] + HEADROOM
+    budget_mib = 80 + held * 2.4 * env["DMS_WORKER_MAX_FILE_SIZE"] / 2**20
+    request, limit = app["resources"]["requests"]["memory"], app["resources"]["limits"]["memory"]
+    assert request.endswith("Mi") and budget_mib <= int(request[:-2]) <= int(limit[:-2])
+
+
+def test_the_spool_is_a_writable_volume_sized_for_the_fetches_at_once() -> None:
+    """The root file system is read-only: content_url bodies are spooled to an emptyDir that holds
+    CONTENT_FETCH_CONCURRENCY x MAX_FILE_SIZE."""
+    (deployment,) = [m for m in manifests() if m["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (app,) = [c for c in pod["containers"] if c["name"] == "worker"]
+    env = {e["name"]: e["value"] for e in app["env"] if "value" in e}
+    (mount,) = [m for m in app["volumeMounts"] if m["mountPath"] == env["DMS_WORKER_SPOOL_DIR"]]
+    assert not mount.get("readOnly") and app["securityContext"]["readOnlyRootFilesystem"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    size_limit = volume["emptyDir"]["sizeLimit"]
+    needed = int(env["DMS_WORKER_CONTENT_FETCH_CONCURRENCY"]) * int(env["DMS_WORKER_MAX_FILE_SIZE"])
+    assert size_limit.endswith("Mi") and needed <= int(size_limit[:-2]) * 2**20
 
 
 def test_dockerfile_runs_as_non_root_with_a_health_check() -> None:
@@ -106,5 +210,37 @@ def test_compose_wires_worker_to_broker_and_emulator() -> None:
     assert "dms-emulator:8085" in compose["services"]["worker"]["environment"]["DMS_WORKER_DESTINATION"]
 
 
+def test_compose_does_not_take_the_local_brokers_port_and_enables_the_sharding_plugin() -> None:
+    rabbitmq = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["rabbitmq"]
+    host_ports = [port.rsplit(":", 2)[-2] for port in rabbitmq["ports"]]
+    assert "5672" not in host_ports and "15672" not in host_ports
+    (mount,) = [v for v in rabbitmq["volumes"] if v.split(":")[1] == "/etc/rabbitmq/enabled_plugins"]
+    plugins = (DEPLOY / mount.split(":")[0]).read_text().strip()
+    assert re.fullmatch(r"\[[a-z_,]+\]\.", plugins) and "rabbitmq_sharding" in plugins
+    assert "rabbitmq_management" in plugins  # the image's own plugins stay enabled
+
+
+def test_the_emulator_can_write_its_data_dir_in_compose() -> None:
+    emulator = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["dms-emulator"]
+    data_dir = emulator["command"][emulator["command"].index("--data-dir") + 1]
+    (volume,) = emulator["volumes"]
+    assert volume.split(":")[1] == data_dir  # a named volume takes the image directory's owner...
+    stage = re.split(r"^FROM ", (DEPLOY / "Dockerfile").read_text(), flags=re.M)
+    emulator_stage = next(part for part in stage if part.startswith("base AS emulator"))
+    user = re.search(r"^USER (\d+):(\d+)$", emulator_stage, re.M)
+    assert user is not None  # ...which the stage creates for the uid it runs as
+    assert f"mkdir {data_dir} && chown {user.group(1)}:{user.group(2)} {data_dir}" in emulator_stage
+
+
 def test_rabbitmq_definitions_match_the_topology_code() -> None:
-    assert str(contract_files.DEFINITIONS_FILE.relative_to(contract_files.REPO_ROOT)) not in contract_files.stale()
+    assert str(contract_files.DEFINITIONS_FILE) not in contract_files.stale(REPO_ROOT)
+
+
+def test_the_production_image_leaves_the_testing_package_out() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    last_stage = re.split(r"^FROM ", text, flags=re.M)[-1]
+    assert last_stage.startswith("base AS worker") and "COPY --from=build /install-production " in last_stage
+    assert re.search(r"rm -r /install-production/\S+/site-packages/worker/testing$", text, re.M)
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose["services"]["dms-emulator"]["build"]["target"] == "emulator"
+    assert compose["services"]["worker"]["build"]["target"] == "worker"

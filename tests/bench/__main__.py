@@ -1,0 +1,75 @@
+"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog`` (see the README's Benchmark section)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench")
+    sub = parser.add_subparsers(dest="which", required=True)
+    emu = sub.add_parser("emulator", help="createDocument calls per second the emulator serves on one core")
+    emu.add_argument("--requests", type=int, default=5000)
+    emu.add_argument("--concurrency", type=int, default=32)
+    work = sub.add_parser("worker", help="worker replicas vs. the plain baseline (prints the README table)")
+    work.add_argument("--sizes", nargs="+", default=["10 KB", "1 MB", "10 MB"], choices=["10 KB", "1 MB", "10 MB"])
+    work.add_argument("--latencies", nargs="+", type=int, default=[0, 50], help="emulator latency, ms")
+    work.add_argument("--replicas", nargs="+", type=int, default=[1, 3])
+    work.add_argument("--prefetch", type=int, default=64, help="in-flight limit per replica")
+    scale = sub.add_parser("scaling", help="steady uploads/s for 1, 2, 3 replicas at DMS latency 1,000 ms")
+    scale.add_argument("--uploads", type=int, default=6000)
+    scale.add_argument("--replicas", nargs="+", type=int, default=[1, 2, 3])
+    scale.add_argument("--latency", type=int, default=1000, help="emulator latency, ms")
+    scale.add_argument(
+        "--delay",
+        choices=["answer_ms", "latency_ms"],
+        default="answer_ms",
+        help="how the emulator plays it: answer_ms (from arrival, its own work included) or latency_ms (added)",
+    )
+    fair = sub.add_parser("fairness", help="one tenant's bulk against another tenant's single uploads")
+    fair.add_argument("--bulk", type=int, default=10_000, help="tenant A's backlog")
+    fair.add_argument("--alone", type=int, default=3000, help="tenant A's uploads measured alone first")
+    fair.add_argument("--replicas", nargs="+", type=int, default=[1, 3])
+    fair.add_argument("--latency", type=int, default=100, help="emulator latency, ms")
+    chain = sub.add_parser("chains", help="new versions of the same documents, in order")
+    chain.add_argument("--documents", type=int, default=10)
+    chain.add_argument("--versions", type=int, default=20)
+    chain.add_argument("--latency", type=int, default=50, help="emulator latency, ms")
+    back = sub.add_parser("backlog", help="peak memory of one replica started on a backlog of large files")
+    back.add_argument("--count", type=int, default=64)
+    back.add_argument("--size", type=int, default=9_500_000, help="bytes per file")
+    large = sub.add_parser("large", help="16 x 120 MiB by content_url at once to one replica, then one 400 MiB file")
+    large.add_argument("--count", type=int, default=16)
+    large.add_argument("--size", type=int, default=120 * 1024 * 1024, help="bytes per file")
+    large.add_argument("--huge", type=int, default=400 * 1024 * 1024, help="bytes of the single large file")
+    args = parser.parse_args()
+    if args.which == "large":
+        from tests.bench import large_files_bench
+        from worker.runtime import event_loop
+
+        event_loop.run(large_files_bench.main(args.count, args.size, args.huge))
+        return
+    if args.which in {"scaling", "fairness", "chains", "backlog"}:
+        from tests.bench import fleet_bench
+        from worker.runtime import event_loop
+
+        runs = {
+            "scaling": lambda: fleet_bench.scaling(args.uploads, args.replicas, args.latency, args.delay),
+            "fairness": lambda: fleet_bench.fairness(args.bulk, args.alone, args.replicas, args.latency),
+            "chains": lambda: fleet_bench.chains(args.documents, args.versions, args.latency),
+            "backlog": lambda: fleet_bench.backlog(args.count, args.size),
+        }
+        event_loop.run(runs[args.which]())
+    elif args.which == "emulator":
+        from tests.bench.emulator_bench import main as run
+
+        run(total=args.requests, concurrency=args.concurrency)
+    else:
+        from tests.bench.worker_bench import main as run_workers
+        from worker.runtime import event_loop
+
+        event_loop.run(run_workers(args.sizes, args.latencies, args.replicas, args.prefetch))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The CLI as a user runs it (``python -m worker ...`` in a subprocess) against the real broker and an
+in-process worker + emulator: mistakes give one line and the right exit code, ``publish --wait`` reports
+the outcome, ``results`` follows events, the DLQ tools show progress and guard the purge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import signal
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.producer import upload_command
+
+from .conftest import Stack, StackFactory
+
+pytestmark = pytest.mark.integration
+
+TENANT = "0b6c3f0e-2a7f-4a59-9d4e-5b8f6f0f2c11"
+CLOSED_PORT_URL = "amqp://guest:guest@127.0.0.1:1/"
+
+
+@dataclass
+class Outcome:
+    code: int | None
+    out: str
+    err: str
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines()]
+
+    def assert_one_line_mistake(self, code: int, *words: str) -> str:
+        lines = self.err.strip().splitlines()
+        assert self.code == code, self.err
+        assert len(lines) == 1 and "Traceback" not in self.err, self.err
+        assert all(word in lines[0] for word in words), lines[0]
+        return lines[0]
+
+
+def environment(**variables: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMS_WORKER_")}
+    return {**env, **variables}
+
+
+async def start_cli(*args: str, env: dict[str, str], cwd: Path, **streams: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=streams.get("stdout", asyncio.subprocess.PIPE),
+        stderr=streams.get("stderr", asyncio.subprocess.PIPE),
+    )
+
+
+async def cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60) -> Outcome:
+    process = await start_cli(*args, env=env, cwd=cwd)
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    return Outcome(process.returncode, out.decode(), err.decode())
+
+
+def stack_env(stack: Stack) -> dict[str, str]:
+    return environment(**stack.settings.as_environment())
+
+
+class TestMistakes:
+    """Each mistake from issue 15: one line naming the problem and the fix, no traceback, 2 or 1."""
+
+    async def test_broker_down(self, tmp_path: Path) -> None:
+        (tmp_path / "a.txt").write_text("hello")
+        outcome = await cli(
+            "publish", "a.txt", "--tenant", TENANT, env=environment(DMS_WORKER_AMQP_URL=CLOSED_PORT_URL), cwd=tmp_path
+        )
+        outcome.assert_one_line_mistake(1, "cannot reach the broker", "127.0.0.1:1", "DMS_WORKER_AMQP_URL")
+        for args in (["results"], ["dlq", "list"]):
+            outcome = await cli(*args, env=environment(DMS_WORKER_AMQP_URL=CLOSED_PORT_URL), cwd=tmp_path)
+            outcome.assert_one_line_mistake(1, "cannot reach the broker")
+
+    async def test_the_password_is_not_shown(self, tmp_path: Path) -> None:
+        env = environment(DMS_WORKER_AMQP_URL="amqp://guest:hunter2-secret@127.0.0.1:1/")
+        outcome = await cli("dlq", "list", env=env, cwd=tmp_path)
+        assert "hunter2-secret" not in outcome.assert_one_line_mistake(1, "cannot reach the broker")
+
+    async def test_debug_shows_the_traceback(self, tmp_path: Path) -> None:
+        outcome = await cli(
+            "--debug", "dlq", "list", env=environment(DMS_WORKER_AMQP_URL=CLOSED_PORT_URL), cwd=tmp_path
+        )
+        assert outcome.code == 1 and "Traceback" in outcome.err
+
+    async def test_invalid_json_in_tenant_destinations(self, tmp_path: Path) -> None:
+        env = environment(DMS_WORKER_TENANT_DESTINATIONS='{"0b6c3f0e-2a7f-4a59-9d4e-5b8f6f0f2c11": {uri: 1}')
+        outcome = await cli("run", env=env, cwd=tmp_path)
+        outcome.assert_one_line_mistake(2, "DMS_WORKER_TENANT_DESTINATIONS", "not valid JSON")
+        env = environment(DMS_WORKER_TENANT_DESTINATIONS='{"not-a-uuid": {}}')
+        outcome = await cli("run", env=env, cwd=tmp_path)
+        outcome.assert_one_line_mistake(2, "DMS_WORKER_TENANT_DESTINATIONS", "UUID")
+
+    async def test_a_missing_file(self, tmp_path: Path) -> None:
+        outcome = await cli("publish", "nowhere.pdf", "--tenant", TENANT, env=environment(), cwd=tmp_path)
+        outcome.assert_one_line_mistake(2, "nowhere.pdf", "no such file")
+
+    async def test_a_malformed_tenant(self, tmp_path: Path) -> None:
+        (tmp_path / "a.txt").write_text("hello")
+        outcome = await cli("publish", "a.txt", "--tenant", "0b6c3f0e-2a7f", env=environment(), cwd=tmp_path)
+        outcome.assert_one_line_mistake(2, "--tenant", "'0b6c3f0e-2a7f' is not a UUID")
+
+    async def test_the_worker_waits_for_the_broker_logging_each_try_once(self, tmp_path: Path) -> None:
+        env = environment(DMS_WORKER_AMQP_URL=CLOSED_PORT_URL, DMS_WORKER_HTTP_PORT="0", DMS_WORKER_LOG_JSON="true")
+        process = await start_cli("run", env=env, cwd=tmp_path)
+        assert process.stderr is not None
+        seen = b""
+        while b'"attempt": 3' not in seen:  # tries 1 s and 2 s apart
+            seen += await asyncio.wait_for(process.stderr.readline(), 15)
+        process.send_signal(signal.SIGTERM)  # while it waits 4 s for the next try
+        _, rest = await asyncio.wait_for(process.communicate(), 10)
+        err = seen + rest
+        assert process.returncode == 0 and "Traceback" not in err.decode()
+        lines = [json.loads(line) for line in err.decode().splitlines()]  # JSON only, library lines included
+        tries = [line for line in lines if line["event"] == "broker_unreachable"]
+        assert [t["attempt"] for t in tries] == [1, 2, 3]
+        assert [t["retry_in_s"] for t in tries] == [1.0, 2.0, 4.0]
+        # The connection module's own warning names the address; said once, its identical repeats are held back.
+        others = [line["event"] for line in lines if line.get("level") in {"warning", "error"} and line not in tries]
+        assert others in ([], ["broker_connect_failed"])
+
+
+def executable_named_pdf(path: Path) -> Path:
+    path.write_bytes(
+        b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 200 + b"This program cannot be run"
+    )
+    return path
+
+
+class TestPublishWait:
+    """``publish --wait`` prints the result event; the exit code tells the outcome."""
+
+    async def test_a_success_exits_0_with_the_event(self, stack: Stack, tmp_path: Path) -> None:
+        (tmp_path / "notes.txt").write_text("meeting notes")
+        tenant = str(uuid.uuid4())
+        outcome = await cli("publish", "notes.txt", "--tenant", tenant, "--wait", env=stack_env(stack), cwd=tmp_path)
+        assert outcome.code == 0, outcome.err
+        published, event = outcome.rows()
+        assert event["type"] == "dms.upload.succeeded" and event["data"]["command_id"] == published["command_id"]
+        assert event["data"]["version_label"] == "1.0" and event["data"]["tenant_id"] == tenant
+
+    async def test_a_refused_file_exits_1_with_the_failed_event(self, stack: Stack, tmp_path: Path) -> None:
+        executable_named_pdf(tmp_path / "invoice.pdf")
+        args = ("publish", "invoice.pdf", "--tenant", str(uuid.uuid4()), "--wait", "--timeout", "30")
+        outcome = await cli(*args, env=stack_env(stack), cwd=tmp_path)
+        assert outcome.code == 1, outcome.err
+        published, event = outcome.rows()
+        assert event["type"] == "dms.upload.failed" and event["data"]["command_id"] == published["command_id"]
+        assert event["data"]["error"]["code"] == "unsupported_file_type"
+        outcome.assert_one_line_mistake(1, "dms.upload.failed", "unsupported_file_type")
+
+    async def test_delete_waits_too(self, stack: Stack, tmp_path: Path) -> None:
+        args = ("delete", "--tenant", str(uuid.uuid4()), "--document", str(uuid.uuid4()), "--wait")
+        outcome = await cli(*args, env=stack_env(stack), cwd=tmp_path)
+        assert outcome.code == 0, outcome.err
+        assert outcome.rows()[1]["type"] == "dms.delete.succeeded"
+
+    async def test_a_cluster_whose_first_node_is_down_is_reached_through_the_next(
+        self, stack: Stack, tmp_path: Path
+    ) -> None:
+        (tmp_path / "a.txt").write_text("hello")
+        nodes = json.dumps([CLOSED_PORT_URL, stack.settings.amqp_url.get_secret_value()])
+        env = stack_env(stack) | {"DMS_WORKER_AMQP_URLS": nodes}
+        outcome = await cli("publish", "a.txt", "--tenant", str(uuid.uuid4()), "--wait", env=env, cwd=tmp_path)
+        assert outcome.code == 0, outcome.err
+        assert outcome.rows()[1]["type"] == "dms.upload.succeeded"
+        outcome = await cli("dlq", "list", env=env, cwd=tmp_path)
+        assert outcome.code == 0 and outcome.rows() == [], outcome.err
+
+    async def test_no_result_in_time_exits_3(self, stack: Stack, tmp_path: Path) -> None:
+        await stack.set_faults(latency_ms=3000)  # DMS answers after the CLI gave up
+        (tmp_path / "a.txt").write_text("hello")
+        args = ("publish", "a.txt", "--tenant", str(uuid.uuid4()), "--wait", "--timeout", "1")
+        outcome = await cli(*args, env=stack_env(stack), cwd=tmp_path)
+        outcome.assert_one_line_mistake(3, "no result", "--timeout")
+
+
+async def test_results_follows_events_with_filters(stack: Stack, tmp_path: Path) -> None:
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    args = ("results", "--tenant", str(tenant), "--type", "upload", "--count", "2", "--timeout", "30")
+    process = await start_cli(*args, env=stack_env(stack), cwd=tmp_path)
+    assert process.stderr is not None
+    assert "following" in (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+    mine = [upload_command(tenant, uuid.uuid4(), f"{i}.txt", "text/plain", b"x") for i in range(2)]
+    for command in [upload_command(other, uuid.uuid4(), "o.txt", "text/plain", b"x"), *mine]:
+        await stack.send(command)
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert sorted(e["data"]["command_id"] for e in events) == sorted(c.id for c in mine)
+    assert {e["type"] for e in events} == {"dms.upload.succeeded"}
+
+
+class TestDeadLetterTools:
+    """Progress while they work, rows as they go, a guarded purge, dry runs that say what they would do."""
+
+    async def dead_letter(self, make_stack: StackFactory, count: int) -> tuple[Stack, uuid.UUID]:
+        stack = await make_stack(destination=False)  # every tenant is unknown: straight to the DLQ
+        tenant = uuid.uuid4()
+        for i in range(count):
+            await stack.send(upload_command(tenant, uuid.uuid4(), f"{i}.txt", "text/plain", b"y" * 600))
+        events = await stack.next_events(count)
+        assert all(e["data"]["dead_lettered"] for e in events)
+        return stack, tenant
+
+    async def test_purge_needs_a_filter_or_all_and_dry_runs_list_what_they_would_touch(
+        self, make_stack: StackFactory, tmp_path: Path
+    ) -> None:
+        stack, tenant = await self.dead_letter(make_stack, 3)
+        env = stack_env(stack)
+        outcome = await cli("dlq", "purge", env=env, cwd=tmp_path)
+        outcome.assert_one_line_mistake(2, "--all")
+        outcome = await cli("dlq", "purge", "--all", "--dry-run", env=env, cwd=tmp_path)
+        assert outcome.code == 0 and len(outcome.rows()) == 3
+        assert {row["tenant_id"] for row in outcome.rows()} == {str(tenant)}
+        outcome = await cli("dlq", "replay", "--dry-run", "--limit", "2", env=env, cwd=tmp_path)
+        assert outcome.code == 0 and len(outcome.rows()) == 2
+        assert len(await stack.dead_letters()) == 3
+        outcome = await cli("dlq", "purge", "--tenant", str(tenant), env=env, cwd=tmp_path)
+        assert outcome.code == 0 and len(outcome.rows()) == 3 and '"purged": 3' in outcome.err
+        assert await stack.dead_letters() == []
+
+    async def test_show_prints_headers_and_a_shortened_body(self, make_stack: StackFactory, tmp_path: Path) -> None:
+        stack, _ = await self.dead_letter(make_stack, 1)
+        outcome = await cli("dlq", "show", env=stack_env(stack), cwd=tmp_path)
+        (row,) = outcome.rows()
+        assert row["headers"]["x-error-code"] == "unknown_tenant" and row["error_message"]
+        content = row["body"]["data"]["content_base64"]
+        assert content.endswith("(800 characters)") and len(content) < 300
+
+    async def test_replay_prints_each_row_as_it_goes_and_json_progress_when_not_a_terminal(
+        self, make_stack: StackFactory, tmp_path: Path
+    ) -> None:
+        stack, _ = await self.dead_letter(make_stack, 6)
+        process = await start_cli("dlq", "replay", "--rate", "4", env=stack_env(stack), cwd=tmp_path)
+        assert process.stdout is not None and process.stderr is not None
+        first_row = await asyncio.wait_for(process.stdout.readline(), 10)  # long before the 1.5 s run ends
+        assert json.loads(first_row)["error_code"] == "unknown_tenant"
+        assert process.returncode is None
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0 and len(out.decode().splitlines()) == 5
+        progress = [json.loads(line) for line in err.decode().splitlines()]
+        assert progress[0] == {"stage": "scanning", "done": 0, "total": 6}
+        assert {"stage": "scanning", "done": 6, "total": 6} in progress
+        assert {"stage": "replaying", "done": 0, "total": 6} in progress
+        assert progress[-2] == {"stage": "replaying", "done": 6, "total": 6} and progress[-1] == {"replayed": 6}
+
+    async def test_a_terminal_gets_a_progress_bar(self, make_stack: StackFactory, tmp_path: Path) -> None:
+        stack, _ = await self.dead_letter(make_stack, 2)
+        controller, terminal = pty.openpty()
+        env = {**stack_env(stack), "TERM": "xterm-256color"}
+        process = await start_cli("dlq", "list", env=env, cwd=tmp_path, stderr=terminal)
+        os.close(terminal)
+        out, _ = await asyncio.wait_for(process.communicate(), 30)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(controller)
+        assert process.returncode == 0 and len(out.decode().splitlines()) == 2
+        assert b"scanning" in shown and "━".encode() in shown and b"2/2" in shown

@@ -1,0 +1,281 @@
+"""Handlers against a small in-memory fake of the DMS client (no sockets)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from worker.commands.handlers import Delivery, Handlers
+from worker.commands.known_documents import command_marker
+from worker.dms.protocol import DmsApi, DocumentVersion, RepositoryRef
+from worker.dms.repositories import TenantRepositories
+from worker.errors import DmsUnavailable, FileTooLarge, NameConflict, UnknownTenant
+from worker.producer import delete_command, upload_command
+from worker.settings import Settings
+
+TENANT = uuid.uuid4()
+
+
+@dataclass
+class FakeDestination:
+    url: str = "https://fake-dms/"
+
+
+@dataclass
+class FakeDms:
+    destination: FakeDestination = field(default_factory=FakeDestination)
+    calls: list[str] = field(default_factory=list)
+    repos: list[RepositoryRef] = field(default_factory=list)
+    docs: dict[str, list[DocumentVersion]] = field(default_factory=dict)
+    fail_check_in: Exception | None = None
+    cancelled: list[str] = field(default_factory=list)
+
+    async def list_repositories(self) -> list[RepositoryRef]:
+        self.calls.append("listRepositories")
+        return list(self.repos)
+
+    async def create_repository(self, spec: dict[str, Any]) -> RepositoryRef:
+        self.calls.append("createRepository")
+        repo = RepositoryRef(id=f"repo-{len(self.repos)}", root_folder_id="root", external_id=spec["externalId"])
+        self.repos.append(repo)
+        return repo
+
+    def _version(
+        self, name: str, label: str, file_name: str, comment: str | None, description: str | None
+    ) -> DocumentVersion:
+        return DocumentVersion(
+            f"{name}-{label}", label, f"series-{name}", file_name, 1, "text/plain", comment, None, description
+        )
+
+    async def create_document(self, repo, name, file_name, mime, content, description=None) -> DocumentVersion:
+        self.calls.append("createDocument")
+        if name in self.docs:
+            raise NameConflict("exists", self.docs[name][-1].object_id)
+        self.docs[name] = [self._version(name, "1.0", file_name, None, description)]
+        return self.docs[name][-1]
+
+    async def check_out(self, repo, object_id: str) -> str:
+        self.calls.append("checkOut")
+        return object_id + "-pwc"
+
+    async def check_in(self, repo, pwc_id, file_name, mime, content, comment, description=None) -> DocumentVersion:
+        self.calls.append("checkIn")
+        if self.fail_check_in:
+            raise self.fail_check_in
+        name = pwc_id.rsplit("-", 2)[0]
+        label = f"{len(self.docs[name]) + 1}.0"
+        self.docs[name].append(self._version(name, label, file_name, comment, description))
+        return self.docs[name][-1]
+
+    async def cancel_check_out(self, repo, pwc_id) -> None:
+        self.calls.append("cancelCheckOut")
+        self.cancelled.append(pwc_id)
+
+    async def find_by_name(self, repo, name) -> DocumentVersion | None:
+        self.calls.append("getObjectByPath")
+        return self.docs[name][-1] if name in self.docs else None
+
+    async def versions_by_name(self, repo, name) -> list[DocumentVersion] | None:
+        self.calls.append("getAllVersions")
+        return list(reversed(self.docs[name])) if name in self.docs else None
+
+    async def delete(self, repo, object_id) -> bool:
+        self.calls.append("delete")
+        return self.docs.pop(object_id.rsplit("-", 1)[0], None) is not None
+
+
+class FakeClients:
+    def __init__(self, dms: FakeDms, tenants: set[uuid.UUID]) -> None:
+        self.dms, self.tenants = dms, tenants
+
+    def for_tenant(self, tenant_id: uuid.UUID) -> DmsApi:  # mypy checks the fake against the protocol
+        if tenant_id not in self.tenants:
+            raise UnknownTenant(str(tenant_id))
+        return self.dms
+
+
+@pytest.fixture
+def dms() -> FakeDms:
+    return FakeDms()
+
+
+@pytest.fixture
+def handlers(dms: FakeDms) -> Handlers:
+    settings = Settings(_env_file=None, max_file_size=1024)
+    return Handlers(settings, FakeClients(dms, {TENANT}), TenantRepositories(), http=None)  # type: ignore[arg-type]
+
+
+SOURCE = "urn:test:producer"
+
+
+def delivery(command_id: str = "cmd-1", attempt: int = 1, redelivered: bool = False) -> Delivery:
+    return Delivery(command_id, attempt, redelivered, SOURCE, shard=3)
+
+
+def fresh(handlers: Handlers) -> Handlers:
+    """The same DMS seen by a replica that knows nothing yet (another replica, or after a restart)."""
+    handlers.forget_everything()
+    return handlers
+
+
+async def test_first_upload_creates_the_repository_once_and_version_one(handlers: Handlers, dms: FakeDms) -> None:
+    doc = uuid.uuid4()
+    result = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), delivery())
+    assert (result.version_label, result.object_id, result.file_name) == ("1.0", f"{doc}-1.0", "a.txt")
+    assert dms.calls == ["listRepositories", "createRepository", "createDocument"]
+
+
+async def test_later_uploads_take_two_dms_calls_once_the_document_is_known(handlers: Handlers, dms: FakeDms) -> None:
+    doc = uuid.uuid4()
+    first = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), delivery("c1"))
+    dms.calls.clear()
+    second = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"two"), delivery("c2"))
+    third = await handlers.handle_upload(upload_command(TENANT, doc, "b.txt", "text/plain", b"3"), delivery("c3"))
+    assert (first.version_label, second.version_label, third.version_label) == ("1.0", "2.0", "3.0")
+    assert dms.calls == ["checkOut", "checkIn"] * 2
+    versions = dms.docs[str(doc)]
+    assert versions[0].description == command_marker(SOURCE, "c1")  # the first version is marked too
+    assert versions[-1].description == versions[-1].checkin_comment == command_marker(SOURCE, "c3")
+
+
+async def test_a_replica_that_does_not_know_the_document_looks_it_up_once(handlers: Handlers, dms: FakeDms) -> None:
+    doc = uuid.uuid4()
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), delivery("c1"))
+    dms.calls.clear()
+    await fresh(handlers).handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"two"), delivery("c2"))
+    assert dms.calls == ["createDocument", "getAllVersions", "checkOut", "checkIn"]
+    dms.calls.clear()
+    big = b"x" * 300 * 1024
+    handlers._settings.max_file_size = len(big)
+    await fresh(handlers).handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", big), delivery("c3"))
+    assert dms.calls == ["getAllVersions", "checkOut", "checkIn"]  # a large file's content is sent once
+
+
+async def test_a_redelivered_command_returns_its_earlier_version_instead_of_writing_again(
+    handlers: Handlers, dms: FakeDms
+) -> None:
+    doc = uuid.uuid4()
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), delivery("c1"))
+    first = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"2"), delivery("c2"))
+    again = await handlers.handle_upload(
+        upload_command(TENANT, doc, "a.txt", "text/plain", b"2"), delivery("c2", redelivered=True)
+    )
+    assert again.object_id == first.object_id and again.version_label == "2.0"
+    assert len(dms.docs[str(doc)]) == 2
+
+
+async def test_a_duplicate_arriving_after_a_later_command_finds_its_own_version(
+    handlers: Handlers, dms: FakeDms
+) -> None:
+    doc = uuid.uuid4()
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"1"), delivery("c1"))
+    mine = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"2"), delivery("c2"))
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"3"), delivery("c3"))
+    again = await handlers.handle_upload(
+        upload_command(TENANT, doc, "a.txt", "text/plain", b"2"), delivery("c2", redelivered=True)
+    )
+    assert (again.object_id, again.version_label) == (mine.object_id, "2.0")
+    assert len(dms.docs[str(doc)]) == 3
+
+
+async def test_a_republished_command_reports_its_version_and_writes_nothing(handlers: Handlers, dms: FakeDms) -> None:
+    """A producer that publishes the same CloudEvent again (not a redelivery: a new message)."""
+    doc = uuid.uuid4()
+    one = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"1"), delivery("A"))
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"2"), delivery("B"))
+    dms.calls.clear()
+    again = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"1"), delivery("A"))
+    assert (again.object_id, again.version_label) == (one.object_id, "1.0") and dms.calls == []
+    again = await fresh(handlers).handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"1"), delivery("A"))
+    assert (again.object_id, again.version_label) == (one.object_id, "1.0")
+    assert [v.version_label for v in dms.docs[str(doc)]] == ["1.0", "2.0"]
+
+
+async def test_a_republished_upload_after_a_delete_does_not_bring_the_document_back(
+    handlers: Handlers, dms: FakeDms
+) -> None:
+    doc = uuid.uuid4()
+    one = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"1"), delivery("A"))
+    await handlers.handle_delete(delete_command(TENANT, doc), delivery("D"))
+    again = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"1"), delivery("A"))
+    assert again.object_id == one.object_id and str(doc) not in dms.docs
+    deleted_again = await handlers.handle_delete(delete_command(TENANT, doc), delivery("D"))
+    assert deleted_again.existed is True  # the same answer as the first time
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"new"), delivery("C"))
+    await handlers.handle_delete(delete_command(TENANT, doc), delivery("D"))  # republished: must not delete C
+    assert [v.version_label for v in dms.docs[str(doc)]] == ["1.0"]
+
+
+async def test_failed_check_in_cancels_the_checkout(handlers: Handlers, dms: FakeDms) -> None:
+    doc = uuid.uuid4()
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), delivery("c1"))
+    dms.fail_check_in = DmsUnavailable("503")
+    with pytest.raises(DmsUnavailable):
+        await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"two"), delivery("c2"))
+    assert dms.cancelled == [f"{doc}-1.0-pwc"]
+
+
+async def test_validation_happens_before_any_dms_call(handlers: Handlers, dms: FakeDms) -> None:
+    with pytest.raises(FileTooLarge):
+        await handlers.handle_upload(
+            upload_command(TENANT, uuid.uuid4(), "a.txt", "text/plain", b"x" * 2000), delivery()
+        )
+    assert dms.calls == []
+
+
+async def test_unknown_tenant_is_refused(handlers: Handlers) -> None:
+    with pytest.raises(UnknownTenant):
+        await handlers.handle_upload(
+            upload_command(uuid.uuid4(), uuid.uuid4(), "a.txt", "text/plain", b"x"), delivery()
+        )
+
+
+async def test_delete_is_idempotent_and_never_creates_a_repository(handlers: Handlers, dms: FakeDms) -> None:
+    doc = uuid.uuid4()
+    nothing = await handlers.handle_delete(delete_command(TENANT, doc), delivery())
+    assert (nothing.existed, nothing.repository_id) == (False, None)
+    assert "createRepository" not in dms.calls
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"x"), delivery("c1"))
+    assert (await handlers.handle_delete(delete_command(TENANT, doc), delivery("c2"))).existed is True
+    assert (await handlers.handle_delete(delete_command(TENANT, doc), delivery("c3"))).existed is False
+
+
+def test_inline_content_is_base64(handlers: Handlers) -> None:
+    command = upload_command(TENANT, uuid.uuid4(), "a.txt", "text/plain", b"abc")
+    assert base64.b64decode(command.data.content_base64 or "") == b"abc"
+
+
+def turn_recorded_in(dms: FakeDms) -> Callable[[], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def turn() -> AsyncIterator[None]:
+        dms.calls.append("turn(")
+        yield
+        dms.calls.append(")turn")
+
+    return turn
+
+
+async def test_every_dms_call_happens_in_the_turn_and_a_refused_upload_takes_none(
+    handlers: Handlers, dms: FakeDms
+) -> None:
+    turn = turn_recorded_in(dms)
+    doc = uuid.uuid4()
+    with pytest.raises(FileTooLarge):
+        await handlers.handle_upload(
+            upload_command(TENANT, doc, "a.txt", "text/plain", b"x" * 2000), Delivery("c0", 1, False, dms_turn=turn)
+        )
+    assert dms.calls == []
+    await handlers.handle_upload(
+        upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), Delivery("c1", 1, False, dms_turn=turn)
+    )
+    await handlers.handle_delete(delete_command(TENANT, doc), Delivery("c2", 1, False, dms_turn=turn))
+    assert dms.calls == [
+        *("turn(", "listRepositories", "createRepository", "createDocument", ")turn"),
+        *("turn(", "delete", ")turn"),
+    ]

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from worker.commands.parsing import best_effort_ids, parse_command
+from worker.contracts import MAX_FILE_NAME_CHARS, DeleteCommand, UploadCommand
+from worker.errors import InvalidCommand
+from worker.producer import delete_command, upload_command
+
+TENANT, DOC = uuid.uuid4(), uuid.uuid4()
+
+
+def test_round_trip_of_published_commands() -> None:
+    upload = upload_command(TENANT, DOC, "a.txt", "text/plain", b"hi")
+    parsed = parse_command(upload.model_dump_json().encode())
+    assert isinstance(parsed, UploadCommand) and parsed.data.document_id == DOC and parsed.id == upload.id
+    assert isinstance(parse_command(delete_command(TENANT, DOC).model_dump_json().encode()), DeleteCommand)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"type": "dms.rename"}', "unknown command type"),
+        (
+            b'{"type": "dms.delete", "specversion": "1.0", "id": "x", "source": "s", "data": {"tenant_id": "nope",'
+            b' "document_id": "' + str(DOC).encode() + b'"}}',
+            "data.tenant_id",
+        ),
+    ],
+)
+def test_malformed_commands_say_why(body: bytes, reason: str) -> None:
+    with pytest.raises(InvalidCommand, match=reason):
+        parse_command(body)
+
+
+def test_upload_needs_exactly_one_content_source() -> None:
+    raw = json.loads(upload_command(TENANT, DOC, "a.txt", "text/plain", b"hi").model_dump_json())
+    raw["data"]["content_url"] = "https://files.example/a.txt"
+    with pytest.raises(InvalidCommand, match="exactly one"):
+        parse_command(json.dumps(raw).encode())
+
+
+def test_validation_errors_do_not_echo_huge_input() -> None:
+    raw = json.loads(upload_command(TENANT, DOC, "a.txt", "text/plain", b"hi").model_dump_json())
+    raw["data"]["sha256"] = "z" * 100_000
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(json.dumps(raw).encode())
+    assert len(caught.value.message) < 500
+
+
+def test_best_effort_ids_from_an_invalid_command() -> None:
+    body = json.dumps({"type": "dms.upload", "data": {"tenant_id": str(TENANT), "document_id": "bad"}}).encode()
+    assert best_effort_ids(body) == {"command_type": "dms.upload", "tenant_id": TENANT}
+    assert best_effort_ids(b"garbage") == {}
+
+
+def test_long_file_names_are_accepted_for_shortening_up_to_an_abuse_bound() -> None:
+    raw = json.loads(upload_command(TENANT, DOC, "a.txt", "text/plain", b"hi").model_dump_json())
+    raw["data"]["file_name"] = "n" * 10_000 + ".txt"
+    parsed = parse_command(json.dumps(raw).encode())
+    assert isinstance(parsed, UploadCommand) and len(parsed.data.file_name) == 10_004
+    raw["data"]["file_name"] = "n" * (MAX_FILE_NAME_CHARS + 1)
+    with pytest.raises(InvalidCommand, match="file_name"):
+        parse_command(json.dumps(raw).encode())

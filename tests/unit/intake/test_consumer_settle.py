@@ -1,0 +1,272 @@
+"""How the consumer settles a message, with fakes for the incoming message, the channel, the event publisher
+and the handlers (no sockets): the outcome is made durable first, and only then is the message acked."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from worker.amqp.names import (
+    ATTEMPT_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    ERROR_CODE_HEADER,
+    ERROR_MESSAGE_HEADER,
+    FIRST_ATTEMPT_HEADER,
+    ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+)
+from worker.amqp.routing import command_destination
+from worker.commands.handlers import Delivery
+from worker.contracts import CloudEvent, DeleteSucceededData, UploadCommand, UploadSucceededData
+from worker.errors import DmsUnavailable, FileTooLarge
+from worker.intake.consumer import CommandConsumer
+from worker.intake.fair_gate import FairGate
+from worker.producer import upload_command
+from worker.results.events import to_message
+from worker.settings import Settings
+
+Journal = list[tuple[Any, ...]]
+
+
+@dataclass
+class FakeMessage:
+    """The parts of aio-pika's ``AbstractIncomingMessage`` the consumer uses; settling goes to the journal."""
+
+    journal: Journal
+    body: bytes
+    headers: dict[str, Any]
+    message_id: str | None
+    redelivered: bool = False
+    exchange: str = ""
+    routing_key: str = ""
+    delivery_tag: int = 1
+    content_type: str | None = "application/cloudevents+json"
+    content_encoding: str | None = None
+    correlation_id: str | None = None
+    type: str | None = "dms.upload"
+    timestamp: dt.datetime | None = None
+    app_id: str | None = None
+
+    async def ack(self) -> None:
+        self.journal.append(("ack",))
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.journal.append(("nack", requeue))
+
+
+@dataclass
+class FakeExchange:
+    journal: Journal
+
+    async def publish(self, message: Any, routing_key: str, mandatory: bool = False) -> None:
+        self.journal.append(("dead_letter", routing_key, dict(message.headers)))
+
+
+@dataclass
+class FakeChannel:
+    default_exchange: FakeExchange
+
+
+@dataclass
+class FakePublisher:
+    """Stands in for ``ResultPublisher``: returning means the broker confirmed the event."""
+
+    journal: Journal
+    fail_with: Exception | None = None
+    events: list[CloudEvent[Any]] = field(default_factory=list)
+
+    async def publish(self, event: CloudEvent[Any]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.events.append(event)
+        self.journal.append(("event", event.type))
+
+
+class FakeHandlers:
+    """Runs ``behaviour(attempt)`` for each upload: it returns nothing (success) or raises."""
+
+    def __init__(self, behaviour: Callable[[int], Any]) -> None:
+        self.behaviour = behaviour
+        self.deliveries: list[Delivery] = []
+
+    async def handle_upload(self, command: UploadCommand, delivery: Delivery) -> UploadSucceededData:
+        self.deliveries.append(delivery)
+        outcome = self.behaviour(delivery.attempt)
+        if asyncio.iscoroutine(outcome):
+            await outcome
+        data = command.data
+        return UploadSucceededData(
+            command_id=delivery.command_id,
+            tenant_id=data.tenant_id,
+            document_id=data.document_id,
+            repository_id="repo",
+            object_id="object",
+            version_label="1.0",
+            version_series_id="series",
+            file_name=data.file_name,
+            size=3,
+            sha256="0" * 64,
+            mime_type=data.mime_type,
+            attempts=delivery.attempt,
+        )
+
+    async def handle_delete(self, command: Any, delivery: Delivery) -> DeleteSucceededData:
+        raise AssertionError("these tests send uploads only")
+
+
+def succeed(_attempt: int) -> None:
+    return None
+
+
+def fail_with(error: Exception) -> Callable[[int], None]:
+    def behaviour(_attempt: int) -> None:
+        raise error
+
+    return behaviour
+
+
+@dataclass
+class Rig:
+    journal: Journal
+    command: UploadCommand
+    message: FakeMessage
+    handlers: FakeHandlers
+    publisher: FakePublisher
+    consumer: CommandConsumer
+    settings: Settings
+
+
+def rig(
+    behaviour: Callable[[int], Any], publish_fails: Exception | None = None, headers: dict[str, Any] | None = None
+) -> Rig:
+    journal: Journal = []
+    settings = Settings(_env_file=None, retry_delays_ms=[1, 1])
+    command = upload_command(uuid.uuid4(), uuid.uuid4(), "a.txt", "text/plain", b"abc")
+    amqp = to_message(command, headers=headers)
+    message = FakeMessage(journal, amqp.body, dict(amqp.headers or {}), command.id)
+    message.exchange, message.routing_key = command_destination(
+        settings.command_exchange, command.type, command.data.tenant_id, command.data.document_id
+    )
+    handlers = FakeHandlers(behaviour)
+    publisher = FakePublisher(journal, fail_with=publish_fails)
+    channel = FakeChannel(FakeExchange(journal))
+    gate = FairGate(lambda: settings.in_flight_limit)  # one command at a time here: never waits
+    consumer = CommandConsumer(settings, channel, handlers, publisher, gate)  # type: ignore[arg-type]
+    return Rig(journal, command, message, handlers, publisher, consumer, settings)
+
+
+async def settle(r: Rig) -> None:
+    await r.consumer.on_message(r.message)  # type: ignore[arg-type]
+
+
+class TestSettle:
+    """Each outcome is durable (event confirmed, or DLQ copy and event) before the ack; otherwise no ack."""
+
+    async def test_success_publishes_the_event_then_acks(self) -> None:
+        r = rig(succeed)
+        await settle(r)
+        assert r.journal == [("event", "dms.upload.succeeded"), ("ack",)]
+        assert [d.attempt for d in r.handlers.deliveries] == [1]
+        assert r.consumer.in_flight == set()
+
+    async def test_a_permanent_failure_publishes_a_failed_event_then_acks_without_retrying(self) -> None:
+        r = rig(fail_with(FileTooLarge("too big")))
+        await settle(r)
+        assert r.journal == [("event", "dms.upload.failed"), ("ack",)]
+        (event,) = r.publisher.events
+        assert event.data.error.code == "file_too_large"
+        assert (event.data.retried, event.data.dead_lettered, event.data.attempts) == (False, False, 1)
+        assert len(r.handlers.deliveries) == 1
+
+    async def test_a_transient_failure_with_attempts_left_is_retried_in_place(self) -> None:
+        def flaky(attempt: int) -> None:
+            if attempt == 1:
+                raise DmsUnavailable("503")
+
+        r = rig(flaky)
+        await settle(r)
+        assert r.journal == [("event", "dms.upload.succeeded"), ("ack",)]
+        assert [d.attempt for d in r.handlers.deliveries] == [1, 2]
+        assert r.handlers.deliveries[1].may_have_written
+        assert r.publisher.events[0].data.attempts == 2
+
+    async def test_used_up_attempts_put_a_copy_in_the_dlq_then_publish_a_dead_lettered_event_then_ack(self) -> None:
+        # A producer's own x-attempt is not believed: it neither shortens the retries nor reaches the DLQ.
+        r = rig(fail_with(DmsUnavailable("503 from DMS")), headers={ATTEMPT_HEADER: 999, "x-custom": "kept"})
+        await settle(r)
+        assert [entry[0] for entry in r.journal] == ["dead_letter", "event", "ack"]
+        _, queue, headers = r.journal[0]
+        assert queue == r.settings.dead_letter_queue
+        assert headers[ATTEMPT_HEADER] == 3 and headers[ERROR_CODE_HEADER] == "dms_unavailable"
+        assert headers[ERROR_MESSAGE_HEADER] == "503 from DMS"
+        assert headers["x-custom"] == "kept"
+        assert (headers[ORIGINAL_EXCHANGE_HEADER], headers[ORIGINAL_ROUTING_KEY_HEADER]) == (
+            r.message.exchange,
+            r.message.routing_key,
+        )
+        assert FIRST_ATTEMPT_HEADER in headers and DEAD_LETTERED_AT_HEADER in headers
+        (event,) = r.publisher.events
+        assert (event.data.dead_lettered, event.data.retried, event.data.attempts) == (True, True, 3)
+        assert [d.attempt for d in r.handlers.deliveries] == [1, 2, 3]
+
+    async def test_a_body_that_is_no_command_fails_permanently_and_is_acked(self) -> None:
+        r = rig(succeed)
+        r.message.body = b"not json"
+        await settle(r)
+        assert r.journal == [("event", "dms.upload.failed"), ("ack",)]
+        assert r.publisher.events[0].data.error.code == "invalid_command"
+        assert r.handlers.deliveries == []
+
+    @pytest.mark.parametrize(
+        ("field", "value", "says"),
+        [
+            ("exchange", "dms.commands.delete", "must come through exchange dms.commands.upload"),
+            ("routing_key", "upload", "routing key 'upload' does not match"),
+            ("type", "dms.delete", "AMQP type 'dms.delete' disagrees"),
+        ],
+    )
+    async def test_an_envelope_that_disagrees_with_the_body_fails_as_invalid(
+        self, field: str, value: str, says: str
+    ) -> None:
+        r = rig(succeed)
+        setattr(r.message, field, value)
+        await settle(r)
+        assert r.journal == [("event", "dms.upload.failed"), ("ack",)]
+        error = r.publisher.events[0].data.error
+        assert error.code == "invalid_command" and says in error.message
+        assert r.handlers.deliveries == []
+
+    async def test_json_nested_ten_thousand_deep_fails_as_invalid_and_is_acked(self) -> None:
+        r = rig(succeed)
+        r.message.body = b"[" * 10_000 + b"]" * 10_000
+        await settle(r)
+        assert r.journal == [("event", "dms.upload.failed"), ("ack",)]
+        assert "nested too deeply" in r.publisher.events[0].data.error.message
+
+    async def test_an_event_the_broker_does_not_take_leaves_the_message_unacked_and_requeued(self) -> None:
+        r = rig(succeed, publish_fails=ConnectionError("broker gone"))
+        await settle(r)  # waits 1 s before requeueing, so a broker in trouble sees no hot loop
+        assert r.journal == [("nack", True)]
+
+    async def test_cancelling_the_task_at_shutdown_requeues_the_message(self) -> None:
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        r = rig(lambda _attempt: hang())
+        task = asyncio.create_task(settle(r))
+        await started.wait()
+        assert r.consumer.in_flight  # shutdown finds the task here
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert r.journal == [("nack", True)]
+        assert r.consumer.in_flight == set()

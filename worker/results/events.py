@@ -1,0 +1,94 @@
+"""Builds result events and publishes them with publisher confirms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractExchange
+
+from worker import tracing
+from worker.contracts import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    DELETE,
+    DELETE_FAILED,
+    UPLOAD_FAILED,
+    CloudEvent,
+    CommandFailed,
+    DeleteSucceeded,
+    DeleteSucceededData,
+    ErrorInfo,
+    FailedData,
+    UploadSucceeded,
+    UploadSucceededData,
+    routing_key,
+)
+from worker.errors import WorkerError
+
+
+def success_event(source: str, data: UploadSucceededData | DeleteSucceededData) -> CloudEvent[Any]:
+    common: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "time": dt.datetime.now(dt.UTC),
+        "subject": str(data.document_id),
+    }
+    if isinstance(data, UploadSucceededData):
+        return UploadSucceeded(data=data, **common)
+    return DeleteSucceeded(data=data, **common)
+
+
+def failed_event(
+    source: str,
+    command_id: str,
+    ids: dict[str, Any],
+    error: WorkerError,
+    attempts: int,
+    dead_lettered: bool = False,
+) -> CommandFailed:
+    command_type = ids.get("command_type")
+    document_id = ids.get("document_id")
+    return CommandFailed(
+        id=str(uuid.uuid4()),
+        source=source,
+        type=DELETE_FAILED if command_type == DELETE else UPLOAD_FAILED,
+        time=dt.datetime.now(dt.UTC),
+        subject=str(document_id) if document_id else None,
+        data=FailedData(
+            command_id=command_id,
+            command_type=command_type,
+            tenant_id=ids.get("tenant_id"),
+            document_id=document_id,
+            error=ErrorInfo(code=error.code, message=error.message),
+            retried=attempts > 1,
+            dead_lettered=dead_lettered,
+            attempts=attempts,
+        ),
+    )
+
+
+def to_message(event: CloudEvent[Any], headers: dict[str, Any] | None = None) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=event.model_dump_json(exclude_none=True).encode(),
+        content_type=CLOUDEVENTS_CONTENT_TYPE,
+        message_id=event.id,
+        type=event.type,
+        timestamp=event.time,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers or {},
+    )
+
+
+class ResultPublisher:
+    def __init__(self, exchange: AbstractExchange) -> None:
+        self._exchange = exchange
+
+    async def publish(self, event: CloudEvent[Any]) -> None:
+        """Returns once the broker confirmed the event (raises if it was refused or unroutable). The event
+        carries the trace context of its publish span, a child of the command's span."""
+        key = routing_key(event.type)
+        with tracing.span(f"publish {event.type}", tracing.SpanKind.PRODUCER, {"messaging.message.id": event.id}):
+            headers = tracing.stamp(event)
+            await self._exchange.publish(to_message(event, headers), routing_key=key, mandatory=True)

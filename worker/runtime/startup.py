@@ -1,0 +1,83 @@
+"""Starts the worker once the broker answers: a failed try is logged once (``broker_unreachable`` with the
+attempt and the wait) and retried after a backoff of 1, 2, 4 ... up to 30 s, until it works or the process
+is told to stop. Only an unreachable broker is retried; wrong credentials or a missing plugin end at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import aiormq.exceptions
+import structlog
+
+from worker.runtime.app import Worker
+
+log = structlog.get_logger(__name__)
+
+# aiormq's AMQPConnectionError is a ConnectionError; a failed DNS lookup is an OSError.
+UNREACHABLE = (ConnectionError, OSError, TimeoutError)
+NOT_RETRIED = (aiormq.exceptions.ProbableAuthenticationError,)
+
+
+def backoff_delays(first_s: float = 1.0, cap_s: float = 30.0) -> Iterator[float]:
+    """1, 2, 4, 8, 16, 30, 30, ... (pure)."""
+    delay = first_s
+    while True:
+        yield min(delay, cap_s)
+        delay *= 2
+
+
+@contextlib.contextmanager
+def _quiet(*logger_names: str) -> Iterator[None]:
+    """Our own line says why a try failed; the libraries' lines for the same failure are left out."""
+    loggers = [logging.getLogger(name) for name in logger_names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+async def _discard(worker: Worker) -> None:
+    """Closes what a failed ``start`` opened, without the shutdown's log lines."""
+    if worker.connection is not None:
+        with contextlib.suppress(Exception):
+            await worker.connection.close()
+    if worker.http is not None:
+        await worker.http.close()
+    if worker.spool is not None:
+        worker.spool.close()
+
+
+async def start_when_broker_answers(
+    make_worker: Callable[[], Worker], stop: asyncio.Event, delays: Iterator[float] | None = None
+) -> Worker | None:
+    """A started worker, or ``None`` when ``stop`` was set while waiting for the broker."""
+    for attempt, delay in enumerate(delays or backoff_delays(), start=1):
+        worker = make_worker()
+        try:
+            with _quiet("aiormq.connection", "aio_pika.robust_connection"):
+                await worker.start()
+        except NOT_RETRIED:
+            await _discard(worker)
+            raise
+        except UNREACHABLE as exc:
+            await _discard(worker)
+            log.warning("broker_unreachable", attempt=attempt, retry_in_s=delay, error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return None
+            continue
+        except BaseException:
+            await _discard(worker)
+            raise
+        if attempt > 1:
+            log.info("broker_reached", attempt=attempt)
+        return worker
+    return None

@@ -1,0 +1,126 @@
+"""Fault injection for the emulator: latency, error shares, 429, dropped connections, scripted faults.
+
+Rates are drawn from a seeded RNG so a run is repeatable; scripted faults fire a fixed number of times
+on requests whose path starts with a prefix, for deterministic tests.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class ScriptedFault:
+    kind: str  # "status" | "drop" | "rate_limit"
+    times: int = 1
+    status: int = 503
+    retry_after: int = 1
+    path_prefix: str = "/"
+    action: str | None = None  # match cmisaction=... (form) or cmisselector=... (query) if given
+
+
+@dataclass
+class FaultConfig:
+    latency_ms: float = 0.0  # waited before the request is worked on
+    answer_ms: float = 0.0  # the answer leaves at least this long after the request came, work included
+    error_rate: float = 0.0
+    error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503])
+    rate_limit_rate: float = 0.0
+    retry_after: int = 1
+    drop_rate: float = 0.0
+    scripted: list[ScriptedFault] = field(default_factory=list)
+    seed: int | None = None
+
+    def update(self, patch: dict[str, Any]) -> None:
+        for key, value in patch.items():
+            if key == "scripted":
+                self.scripted = [ScriptedFault(**item) for item in value]
+            elif key in {
+                "latency_ms",
+                "answer_ms",
+                "error_rate",
+                "error_statuses",
+                "rate_limit_rate",
+                "retry_after",
+                "drop_rate",
+                "seed",
+            }:
+                setattr(self, key, value)
+            else:
+                raise ValueError(f"unknown fault setting {key!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms,
+            "answer_ms": self.answer_ms,
+            "error_rate": self.error_rate,
+            "error_statuses": self.error_statuses,
+            "rate_limit_rate": self.rate_limit_rate,
+            "retry_after": self.retry_after,
+            "drop_rate": self.drop_rate,
+            "scripted": [vars(s) for s in self.scripted],
+        }
+
+
+class FaultInjector:
+    def __init__(self, config: FaultConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self.injected = 0
+
+    def reseed(self) -> None:
+        self._rng = random.Random(self.config.seed)
+
+    def _scripted_for(self, path: str, action: str | None) -> ScriptedFault | None:
+        for fault in self.config.scripted:
+            if fault.times <= 0 or not path.startswith(fault.path_prefix):
+                continue
+            if fault.action is not None and fault.action.lower() != (action or "").lower():
+                continue
+            fault.times -= 1
+            return fault
+        return None
+
+    def pick(self, path: str, action: str | None) -> ScriptedFault | None:
+        """The fault to inject into this request, if any (scripted ones first, then the rates)."""
+        cfg = self.config
+        fault = self._scripted_for(path, action)
+        if fault is None:
+            roll = self._rng.random()
+            if roll < cfg.drop_rate:
+                fault = ScriptedFault(kind="drop")
+            elif roll < cfg.drop_rate + cfg.rate_limit_rate:
+                fault = ScriptedFault(kind="rate_limit", retry_after=cfg.retry_after)
+            elif roll < cfg.drop_rate + cfg.rate_limit_rate + cfg.error_rate:
+                fault = ScriptedFault(kind="status", status=self._rng.choice(cfg.error_statuses))
+        if fault is not None:
+            self.injected += 1
+        return fault
+
+
+class InjectedFault(Exception):
+    """Raised by a handler that picked its fault only after reading the request; the middleware answers it."""
+
+    def __init__(self, fault: ScriptedFault) -> None:
+        super().__init__(fault.kind)
+        self.fault = fault
+
+
+def fault_response(request: web.Request, fault: ScriptedFault) -> web.StreamResponse:
+    if fault.kind == "drop":
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)  # never reaches the client: the connection is gone
+    if fault.kind == "rate_limit":
+        return web.json_response(
+            {"exception": "tooManyRequests", "message": "Rate limit exceeded (emulated)"},
+            status=429,
+            headers={"Retry-After": str(fault.retry_after)},
+        )
+    return web.json_response(
+        {"exception": "runtime", "message": f"Emulated failure {fault.status}"}, status=fault.status
+    )
