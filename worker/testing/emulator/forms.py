@@ -7,6 +7,7 @@ stream in: content over ``LARGE_CONTENT`` goes to a temporary file, never whole 
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,11 +61,12 @@ class CmisForm:
 
 async def read_form(request: web.Request, max_content: int, upload_dir: Path) -> CmisForm:
     form = CmisForm()
-    if request.content_type != "multipart/form-data":
+    content_type = request.headers.get("Content-Type", "")
+    if content_type.partition(";")[0].strip().lower() != "multipart/form-data":
         posted = await request.post()
         form.controls = {k.lower(): str(v) for k, v in posted.items()}
         return form
-    boundary = request.content_type and _content_type_param(request.headers.get("Content-Type", ""), "boundary")
+    boundary = _content_type_param(content_type, "boundary")
     if not boundary:
         raise CmisFault("invalidArgument", "multipart/form-data without a boundary")
     # Parsed here rather than with aiohttp's MultipartReader, which asserts on a leading `_charset_` part
@@ -83,7 +85,7 @@ async def read_form(request: web.Request, max_content: int, upload_dir: Path) ->
         raise
     raw: dict[str, tuple[bytes, str | None]] = {}
     for headers, value in parts:
-        disposition, params = parse_content_disposition(headers.get("content-disposition"))
+        disposition, params = _disposition(headers.get("content-disposition"))
         if isinstance(value, Upload):
             form.content = value
             form.content_file_name = content_disposition_filename(params, "filename") or ""
@@ -122,8 +124,15 @@ def _parse_headers(head: bytes) -> dict[str, str]:
     return headers
 
 
+@functools.lru_cache(maxsize=1024)
+def _disposition(header: str | None) -> tuple[str | None, dict[str, str]]:
+    """aiohttp's RFC 6266 parse (``filename*`` and all), which is slow: a form repeats the same field
+    headers request after request, so each distinct one is parsed once. The params are not to be changed."""
+    return parse_content_disposition(header)
+
+
 def _is_content_part(headers: dict[str, str]) -> bool:
-    disposition, params = parse_content_disposition(headers.get("content-disposition"))
+    disposition, params = _disposition(headers.get("content-disposition"))
     return disposition == "form-data" and (
         content_disposition_filename(params, "filename") is not None or "filename" in params
     )
