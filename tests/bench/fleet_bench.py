@@ -120,6 +120,16 @@ async def settle_fleet(seconds: float = 3.0, settings: Settings | None = None, r
     await asyncio.sleep(seconds)
     if settings is None:
         return
+    for _ in range(60):
+        held = await holdings(settings)
+        counts = sorted(len(h) for h in held.values())
+        shards = sorted(s for h in held.values() for s in h)
+        if len(held) == replicas and shards == list(range(settings.shard_count)) and counts[-1] - counts[0] <= 1:
+            return
+
+
+async def holdings(settings: Settings, listen_s: float = 1.0) -> dict[str, list[int]]:
+    """The shards each replica announced holding in its heartbeats over ``listen_s``."""
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
@@ -128,16 +138,21 @@ async def settle_fleet(seconds: float = 3.0, settings: Settings | None = None, r
         )
         inbox = await channel.declare_queue(exclusive=True, auto_delete=True)
         await inbox.bind(exchange)
-        for _ in range(60):
-            await asyncio.sleep(1.0)
-            held: dict[str, list[int]] = {}
-            while (message := await inbox.get(no_ack=True, fail=False)) is not None:
-                beat = json.loads(message.body)
-                held[beat["member"]] = beat["holds"]
-            counts = sorted(len(h) for h in held.values())
-            shards = sorted(s for h in held.values() for s in h)
-            if len(held) == replicas and shards == list(range(settings.shard_count)) and counts[-1] - counts[0] <= 1:
-                return
+        await asyncio.sleep(listen_s)
+        held: dict[str, list[int]] = {}
+        while (message := await inbox.get(no_ack=True, fail=False)) is not None:
+            beat = json.loads(message.body)
+            held[beat["member"]] = beat["holds"]
+        return held
+
+
+async def lanes_per_replica(settings: Settings, tenant: uuid.UUID) -> list[int]:
+    """How many of the tenant's lanes each replica's shards take (a lone tenant's work splits so), most first."""
+    keys = [f"{tenant}.{lane}" for lane in range(LANES)]
+    where, held = await asyncio.gather(
+        shards_of(settings.amqp_url.get_secret_value(), settings.shard_count, keys), holdings(settings)
+    )
+    return sorted((sum(where[k] in set(shards) for k in keys) for shards in held.values()), reverse=True)
 
 
 def management_get(path: str) -> Any:
@@ -227,6 +242,7 @@ async def scaling(uploads: int, replica_counts: list[int], latency_ms: int, dela
     async def run(settings: Settings, fleet: Fleet, replicas: int) -> tuple[Any, ...]:
         async with Driver(settings) as driver:
             tenant = uuid.uuid4()
+            split = await lanes_per_replica(settings, tenant)
             commands = [upload_command(tenant, uuid.uuid4(), "s.txt", "text/plain", b"scale") for _ in range(uploads)]
             for command in commands:
                 await driver.send(command)
@@ -236,7 +252,8 @@ async def scaling(uploads: int, replica_counts: list[int], latency_ms: int, dela
             rate = driver.steady_rate(ids)
         print(f"scaling x{replicas}: {rate:.1f}/s", file=sys.stderr)
         peak = max(fleet.peak_rss_mb())
-        return replicas, uploads, rate, publishes_into(settings), len(driver.events), len(driver.failed), peak
+        lanes = "/".join(map(str, split))
+        return replicas, uploads, rate, lanes, publishes_into(settings), len(driver.events), len(driver.failed), peak
 
     ensure_management_api()
     rows = await per_fleet_size(replica_counts, latency_ms, run, delay)
@@ -247,15 +264,18 @@ async def scaling(uploads: int, replica_counts: list[int], latency_ms: int, dela
         f"per replica, {defaults.shard_count} shards, one tenant"
     )
     print(
-        "| replicas | uploads | steady uploads/s | x one replica | writes into shard queues | result events "
-        "| failed | peak RSS MB |"
+        "| replicas | uploads | steady uploads/s | x one replica | tenant's lanes per replica | writes into shard "
+        "queues | result events | failed | peak RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for replicas, count, rate, publishes, events, failed, rss in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for replicas, count, rate, lanes, publishes, events, failed, rss in rows:
         writes = (
             "n/a (management plugin off)" if publishes is None else f"{publishes} ({publishes / count:.2f} per command)"
         )
-        print(f"| {replicas} | {count} | {rate:.1f} | {rate / one:.2f} | {writes} | {events} | {failed} | {rss:.0f} |")
+        print(
+            f"| {replicas} | {count} | {rate:.1f} | {rate / one:.2f} | {lanes} | {writes} | {events} | {failed} "
+            f"| {rss:.0f} |"
+        )
 
 
 # -- fairness --------------------------------------------------------------------------------------
