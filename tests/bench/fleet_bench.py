@@ -264,8 +264,8 @@ async def scaling(uploads: int, replica_counts: list[int], latency_ms: int, dela
         f"per replica, {defaults.shard_count} shards, one tenant"
     )
     print(
-        "| replicas | uploads | steady uploads/s | x one replica | tenant's lanes per replica | writes into shard "
-        "queues | result events | failed | peak RSS MB |"
+        "| replicas | uploads | steady uploads/s | x one replica | tenant's lanes per replica at start "
+        "| writes into shard queues | result events | failed | peak RSS MB |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for replicas, count, rate, lanes, publishes, events, failed, rss in rows:

@@ -117,7 +117,7 @@ async def holdings(stack: Stack, seconds: float) -> dict[str, set[int]]:
             held.pop(beat["member"], None)
         else:
             held[beat["member"]] = set(beat["holds"])
-    await inbox.delete()
+    await inbox.delete(if_unused=False, if_empty=False)  # heartbeats keep arriving
     return held
 
 
