@@ -124,6 +124,17 @@ def balance_work(owners: Mapping[int, str], backlog: Mapping[int, int], low_wate
     return result
 
 
+def shard_ranges(shards: Collection[int]) -> str:
+    """Shard numbers for a log line, runs folded: ``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"``."""
+    runs: list[list[int]] = []
+    for shard in sorted(set(shards)):
+        if runs and shard == runs[-1][1] + 1:
+            runs[-1][1] = shard
+        else:
+            runs.append([shard, shard])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def _weight(member: str, shard: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{member}:{shard}".encode(), digest_size=8).digest(), "big")
 
@@ -307,17 +318,24 @@ class ShardAssigner:
             ready.append(shard)
         # All at once: each take opens a channel and declares a queue, a round trip apiece (128 of them
         # one after the other kept a starting replica from its last shards for 3 s).
-        taken = await asyncio.gather(*(self._take(shard) for shard in ready), return_exceptions=True)
-        for shard, outcome in zip(ready, taken, strict=True):
+        outcomes = await asyncio.gather(*(self._take(shard) for shard in ready), return_exceptions=True)
+        taken = []
+        for shard, outcome in zip(ready, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 log.warning("shard_take_failed", shard=shard, error=repr(outcome))  # claimed still: next round
                 continue
             self._subscribed.add(shard)
             del self._claims[shard]
-            log.info("shard_taken", shard=shard, members=len(self._members) + 1)
-        for shard in sorted(self._subscribed - wanted):
+            taken.append(shard)
+        released = sorted(self._subscribed - wanted)
+        for shard in released:
             await self._release(shard)
-            log.info("shard_released", shard=shard, members=len(self._members) + 1)
+        # One line per round, not per shard (a replica starting alone takes all 128 at once).
+        members = len(self._members) + 1
+        if taken:
+            log.info("shards_taken", shards=shard_ranges(taken), holding=len(self._subscribed), members=members)
+        if released:
+            log.info("shards_released", shards=shard_ranges(released), holding=len(self._subscribed), members=members)
         for shard in list(self._draining):
             if self._in_flight(shard) == 0:
                 self._draining.discard(shard)

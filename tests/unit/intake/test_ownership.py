@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from worker.intake.ownership import balance_work, balanced_owners
+from worker.intake.ownership import balance_work, balanced_owners, shard_ranges
 
 
 def members(count: int) -> list[str]:
@@ -137,3 +137,11 @@ def test_even_work_moves_nothing() -> None:
     backlog = {s: 100 for s in owners}
     assert balance_work(owners, backlog, low_water=64) == owners
     assert balance_work(owners, {}, low_water=64) == owners
+
+
+@pytest.mark.parametrize(
+    ("shards", "text"),
+    [([], ""), ([3], "3"), ([0, 1, 2, 5, 7, 8], "0-2,5,7-8"), (range(128), "0-127"), ([9, 2, 1, 2], "1-2,9")],
+)
+def test_shard_numbers_in_a_log_line_are_folded_into_runs(shards: list[int], text: str) -> None:
+    assert shard_ranges(shards) == text
