@@ -80,21 +80,15 @@ def balanced_owners(
     return owners
 
 
-EVEN_ENOUGH = 1.5  # a member with at least 1/1.5 of the heaviest member's queued commands keeps its shards
-
-
 def balance_work(owners: Mapping[int, str], backlog: Mapping[int, int], low_water: int) -> dict[int, str]:
-    """The same shard counts per member, with a busy shard swapped for an idle one while a member has less
-    than 2/3 of the heaviest member's queued commands (``EVEN_ENOUGH``), or is about to run dry (fewer than
-    ``low_water``), and the gap between them is over twice ``low_water``; each swap must narrow that gap by
-    ``low_water`` or more.
+    """The same shard counts per member, with a busy shard swapped for an idle one when a member is about
+    to run dry (fewer than ``low_water`` queued commands in its shards) while another has more than twice
+    that; each swap must narrow the gap between them by ``low_water`` or more.
 
     One tenant's documents use few queues, so which replica happens to hold them decides how the work
     splits: without this, a replica holding little of a burst sits idle while another works through most
-    of it. Every replica with work runs at its in-flight limit, so the one with the most queued finishes
-    last: swapping early, while all are busy, evens the finish at the price of one drain and handover per
-    swap (the heavy replica's other queues take the moving queue's slots meanwhile). Within ``EVEN_ENOUGH``
-    nothing moves, so backlogs that merely fluctuate do not make shards travel. Swapping (rather than
+    of it. A replica with enough queued work runs at its in-flight limit however deep its backlog is, so
+    nothing moves while everyone has enough: a swap costs a drain and a handover. Swapping (rather than
     moving) keeps every member at the floor or the ceiling of shards/members.
     """
     result = dict(owners)
@@ -106,8 +100,7 @@ def balance_work(owners: Mapping[int, str], backlog: Mapping[int, int], low_wate
         heavy = max(members, key=lambda m: (work[m], m))
         light = min(members, key=lambda m: (work[m], m))
         gap = work[heavy] - work[light]
-        uneven = work[light] < low_water or work[light] * EVEN_ENOUGH < work[heavy]
-        if not uneven or gap <= 2 * low_water:
+        if work[light] >= low_water or gap <= 2 * low_water:
             break
         swaps = [
             (abs(gap - 2 * (backlog.get(s, 0) - backlog.get(t, 0))), s, t)

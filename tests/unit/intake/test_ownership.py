@@ -83,42 +83,17 @@ def test_a_replica_running_dry_gets_a_busy_shard_for_an_idle_one() -> None:
     backlog = dict.fromkeys(busy, 300)
     balanced = balance_work(owners, backlog, low_water=64)
     assert Counter(balanced.values()) == Counter(owners.values())  # the counts stay floor/ceil
-    assert sorted(work_of(balanced, backlog).values()) == [300, 600, 600]  # nobody is left without work
-    assert sum(1 for s in owners if owners[s] != balanced[s]) == 4  # two swaps, each a busy shard for an idle one
+    assert sorted(work_of(balanced, backlog).values()) == [300, 300, 900]  # nobody is left without work
+    assert sum(1 for s in owners if owners[s] != balanced[s]) == 2  # one swap: a busy shard for an idle one
 
 
-def test_a_replica_with_much_less_queued_gets_a_busy_shard_before_it_runs_dry() -> None:
-    fleet = members(3)
-    owners = balanced_owners(30, fleet)
-    heavy, middle, light = fleet
-    backlog: dict[int, int] = {}
-    for member, depths in ((heavy, [500] * 4), (middle, [500]), (light, [300])):
-        for shard, depth in zip((s for s in sorted(owners) if owners[s] == member), depths, strict=False):
-            backlog[shard] = depth
-    # Every replica can fill its 64 slots now, but the heavy one would work on alone for 1,500 commands.
-    balanced = balance_work(owners, backlog, low_water=64)
-    assert Counter(balanced.values()) == Counter(owners.values())
-    assert sorted(work_of(balanced, backlog).values()) == [800, 1000, 1000]
-
-
-def test_nothing_moves_while_the_work_is_within_one_and_a_half_times() -> None:
-    fleet = members(3)
-    owners = balanced_owners(30, fleet)
-    backlog: dict[int, int] = {}
-    for member, depths in zip(fleet, ([400, 400], [300, 300], [300, 250]), strict=True):
-        for shard, depth in zip((s for s in sorted(owners) if owners[s] == member), depths, strict=False):
-            backlog[shard] = depth
-    # 800 against 550: a swap would narrow the gap, but fluctuating backlogs must not make shards travel.
-    assert balance_work(owners, backlog, low_water=64) == owners
-
-
-def test_one_deep_queue_per_replica_cannot_be_evened_by_swaps() -> None:
+def test_nothing_moves_while_every_replica_has_enough_queued() -> None:
     fleet = members(3)
     owners = balanced_owners(30, fleet)
     backlog: dict[int, int] = {}
     for member, depth in zip(fleet, (2000, 300, 70), strict=True):
         backlog[next(s for s in sorted(owners) if owners[s] == member)] = depth
-    # Moving the 2,000 would only move the gap: nothing moves.
+    # Uneven, but each replica can fill its 64 slots: a swap would only cost a drain and a handover.
     assert balance_work(owners, backlog, low_water=64) == owners
 
 
