@@ -11,6 +11,7 @@ content to disk; a local HTTP server in this process serves the files from disk.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import subprocess
@@ -25,6 +26,7 @@ from aiohttp import web
 from tests.bench.emulator_bench import free_port, pin, wait_until_up
 from tests.bench.fleet_bench import Driver
 from tests.bench.worker_bench import Emulator, bench_settings, cleanup, peak_rss_mb, replica_env
+from tests.http_host import serving
 from worker.producer import upload_command_by_url
 from worker.settings import DMS_MAX_FILE_SIZE, MIB, Settings
 
@@ -52,17 +54,8 @@ def write_text_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-async def serve_files(directory: Path) -> tuple[web.AppRunner, str]:
-    async def send(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(directory / request.match_info["name"])
-
-    app = web.Application()
-    app.router.add_get("/{name}", send)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/"
+async def send_file(directory: Path, request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(directory / request.match_info["name"])
 
 
 async def publish_and_wait(driver: Driver, base: str, name: str, size: int, sha256: str, count: int) -> float:
@@ -84,37 +77,36 @@ async def main(count: int, size: int, huge: int) -> None:
         files.mkdir()
         sha_large = write_text_file(files / "large.txt", size)
         sha_huge = write_text_file(files / "huge.txt", huge)
-        runner, base = await serve_files(files)
         try:
-            await wait_until_up(emulator.base)
-            settings: Settings = bench_settings(emulator, f"bench.{uuid.uuid4().hex[:8]}", 64).model_copy(
-                update={
-                    "in_flight_limit": Settings(_env_file=None).in_flight_limit,
-                    "max_file_size": DMS_MAX_FILE_SIZE,
-                    "content_url_allowed_hosts": ["127.0.0.1"],
-                    "spool_dir": spool,
-                }
-            )
-            replica = subprocess.Popen(
-                [*pin(1), sys.executable, "-m", "worker", "run"],
-                env=replica_env(settings),
-                stdout=subprocess.DEVNULL,
-            )
-            try:
-                await asyncio.sleep(3)  # the replica declares the topology and takes its shards
-                async with Driver(settings) as driver:
-                    seconds = await publish_and_wait(driver, base, "large.txt", size, sha_large, count)
-                    rss_large = peak_rss_mb(replica.pid)
-                    huge_seconds = await publish_and_wait(driver, base, "huge.txt", huge, sha_huge, 1)
-                    rss_all = peak_rss_mb(replica.pid)
-                    failed = driver.failed
-                left = [p for p in spool.rglob("*") if p.is_file() and p.name != ".lock"]
-            finally:
-                replica.terminate()
-                replica.wait()
-                await cleanup(settings)
+            async with serving(functools.partial(send_file, files)) as base:
+                await wait_until_up(emulator.base)
+                settings: Settings = bench_settings(emulator, f"bench.{uuid.uuid4().hex[:8]}", 64).model_copy(
+                    update={
+                        "in_flight_limit": Settings(_env_file=None).in_flight_limit,
+                        "max_file_size": DMS_MAX_FILE_SIZE,
+                        "content_url_allowed_hosts": ["127.0.0.1"],
+                        "spool_dir": spool,
+                    }
+                )
+                replica = subprocess.Popen(
+                    [*pin(1), sys.executable, "-m", "worker", "run"],
+                    env=replica_env(settings),
+                    stdout=subprocess.DEVNULL,
+                )
+                try:
+                    await asyncio.sleep(3)  # the replica declares the topology and takes its shards
+                    async with Driver(settings) as driver:
+                        seconds = await publish_and_wait(driver, base, "large.txt", size, sha_large, count)
+                        rss_large = peak_rss_mb(replica.pid)
+                        huge_seconds = await publish_and_wait(driver, base, "huge.txt", huge, sha_huge, 1)
+                        rss_all = peak_rss_mb(replica.pid)
+                        failed = driver.failed
+                    left = [p for p in spool.rglob("*") if p.is_file() and p.name != ".lock"]
+                finally:
+                    replica.terminate()
+                    replica.wait()
+                    await cleanup(settings)
         finally:
-            await runner.cleanup()
             emulator.close()
     print(
         f"one replica, default settings (in-flight limit {settings.in_flight_limit}, content fetches at once "

@@ -15,6 +15,7 @@ from aiohttp import web
 from worker.producer import upload_command
 from worker.settings import MIB
 
+from ..http_host import serving
 from .conftest import StackFactory
 from .test_hostile_input import raw
 
@@ -50,22 +51,13 @@ async def content_server() -> AsyncIterator[Callable[[str, bytes, dict[str, str]
         body, headers = routes[request.path]
         return web.Response(body=body, headers=headers)
 
-    app = web.Application()
-    app.router.add_get("/{name}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    async with serving(answer) as base:
 
-    def serve(path: str, body: bytes, headers: dict[str, str]) -> str:
-        routes[path] = (body, headers)
-        return f"http://127.0.0.1:{port}{path}"
+        def serve(path: str, body: bytes, headers: dict[str, str]) -> str:
+            routes[path] = (body, headers)
+            return base + path.removeprefix("/")
 
-    try:
         yield serve
-    finally:
-        await runner.cleanup()
 
 
 async def test_active_content_and_archive_bombs_are_refused_with_a_clear_message(make_stack: StackFactory) -> None:

@@ -17,6 +17,7 @@ from aiohttp import web
 from worker.producer import upload_command_by_url
 from worker.settings import MIB
 
+from ..http_host import serving
 from .conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 64
 class ContentServer:
     """Serves bodies on 127.0.0.1: whole, chunked without a length, or cut off after half (``drops`` times)."""
 
-    port: int = 0
+    base: str = ""
     bodies: dict[str, bytes] = field(default_factory=dict)
     chunked: set[str] = field(default_factory=set)
     drops: dict[str, int] = field(default_factory=dict)
@@ -39,7 +40,7 @@ class ContentServer:
         if chunked:
             self.chunked.add(name)
         self.drops[name] = drops
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{self.base}{name}"
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -64,17 +65,8 @@ class ContentServer:
 @pytest.fixture
 async def content_server() -> AsyncIterator[ContentServer]:
     server = ContentServer()
-    app = web.Application()
-    app.router.add_get("/{name}", server.answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
-    try:
+    async with serving(server.answer) as server.base:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def spool_files(spool_dir: Path) -> list[Path]:

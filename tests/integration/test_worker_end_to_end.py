@@ -20,6 +20,7 @@ from worker.settings import MIB
 from worker.testing.emulator import EmulatorConfig
 from worker.testing.emulator.store import EICAR_SIGNATURE
 
+from ..http_host import serving
 from .conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
@@ -182,17 +183,8 @@ async def file_server(files: dict[str, bytes]) -> AsyncIterator[str]:
             raise web.HTTPNotFound()
         return web.Response(body=files[name])
 
-    app = web.Application()
-    app.router.add_get("/{name}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        await runner.cleanup()
+    async with serving(serve) as base:
+        yield base
 
 
 def by_reference(tenant: uuid.UUID, url: str, size: int | None = None) -> UploadCommand:
