@@ -3,6 +3,12 @@
 #   bash deploy/dev.sh check                ruff check, ruff format --check, mypy (worker/ and tests/)
 #   bash deploy/dev.sh test [pytest args]   the check step, then the whole test suite (what CI runs)
 #   bash deploy/dev.sh demo                 runs the worker end to end against the bundled DMS EMULATOR
+#   bash deploy/dev.sh broker               only makes sure RabbitMQ runs (with rabbitmq_sharding)
+#   bash deploy/dev.sh broker-inventory     the queues and exchanges on the machine's broker, sorted (for CI's
+#                                           check that the tests leave it as they found it)
+# What `test` does to the machine: installs RabbitMQ with apt if missing and starts it (127.0.0.1:5672),
+# enables its rabbitmq_sharding plugin, installs Debian's prometheus package for promtool (the server is not
+# started), and starts throwaway RabbitMQ nodes of its own on 5681-5683 and 5691 for the broker-fault tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,13 +103,21 @@ case "$cmd" in
     ensure_rabbitmq
     exec .venv/bin/python -m pytest "$@"
     ;;
+  broker)
+    ensure_rabbitmq
+    ;;
+  broker-inventory)
+    # Bounded: an overloaded node's CLI can hang. Prints nothing when the node is not ours to ask.
+    { timeout 120 rabbitmqctl -q list_queues name --no-table-headers </dev/null | sed 's/^/queue /' &&
+      timeout 120 rabbitmqctl -q list_exchanges name --no-table-headers </dev/null | sed 's/^/exchange /'; } | sort
+    ;;
   demo)
     ensure_venv
     ensure_rabbitmq
     exec .venv/bin/python -m worker demo "$@"
     ;;
   *)
-    echo "usage: bash deploy/dev.sh {check|test|demo} [args]" >&2
+    echo "usage: bash deploy/dev.sh {check|test|demo|broker|broker-inventory} [args]" >&2
     exit 2
     ;;
 esac

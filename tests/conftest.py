@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from tests.cluster.nodes import Cluster, started_nodes
 from worker.testing.emulator import EmulatorConfig, RunningEmulator, serve_emulator
 
 # CI explores the same examples every run (a failure there is reproducible); no deadlines on a busy box.
@@ -21,3 +23,11 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
     """The DMS emulator on a real loopback socket, fresh for each test."""
     async with serve_emulator(EmulatorConfig()) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def lone_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A RabbitMQ node of the tests' own on port 5691, for tests that stop and start a broker: the machine's
+    broker on 5672 may serve other programs and is never restarted."""
+    shape = Cluster(Path(), port=5691, dist_port=25691, prefix="dmsr", size=1)
+    yield from started_nodes(tmp_path_factory, "lone-broker", shape)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker {run,publish,delete,results,dlq,contracts}``, and ``demo``/``emulator``,
+"""Command line: ``python -m worker {run,publish,delete,results,dlq,topology,contracts}``, and ``demo``/``emulator``,
 which hand over to ``worker.testing`` (imported only then: production code never imports it).
 
 A mistake ends with one line on stderr naming the problem and the fix, and exit code 2 (usage) or 1
@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeAlias
 import aio_pika
 
 from worker import contract_files
+from worker.amqp import topology
 from worker.amqp.connection import connect_robust
 from worker.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, CliError, UsageError, explain
 from worker.contracts import Command
@@ -259,6 +260,44 @@ async def dead_letter_command(settings: Settings, args: argparse.Namespace) -> i
     return EXIT_OK
 
 
+# --- topology ----------------------------------------------------------------------------------------
+
+
+async def delete_topology(settings: Settings, yes: bool, force: bool) -> int:
+    """Deletes every queue and exchange the worker declares for these settings, after saying what goes."""
+    connection = await connect(settings)
+    async with connection:
+        queues = await topology.existing_queues(connection, settings)
+        exchanges = [*topology.command_exchange_names(settings), settings.result_exchange]
+        if not queues:
+            print(f"no queues of the topology {settings.command_queue} exist; deleting its exchanges", file=sys.stderr)
+        messages = sum(q.messages for q in queues)
+        consumers = sum(q.consumers for q in queues)
+        print(
+            f"topology {settings.command_queue}: {len(queues)} queues holding {messages} messages, "
+            f"{consumers} consumers attached; exchanges {', '.join(exchanges)}",
+            file=sys.stderr,
+        )
+        if consumers and not force:
+            raise CliError(
+                f"{consumers} consumers are attached to the topology's queues (workers running?): stop them, "
+                "or add --force to delete it under them"
+            )
+        if queues and not yes and not _confirmed(f"delete {len(queues)} queues and the {messages} messages in them?"):
+            raise UsageError("not confirmed: nothing deleted (add --yes to delete without asking)")
+        channel = await connection.channel()
+        await topology.delete_all(channel, settings)
+    print_json({"deleted_queues": len(queues), "dropped_messages": messages, "deleted_exchanges": len(exchanges)})
+    return EXIT_OK
+
+
+def _confirmed(question: str) -> bool:
+    """Asks on the terminal; without one (a script, CI) nothing is confirmed."""
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} type yes: ").strip().lower() == "yes"
+
+
 # --- the parser --------------------------------------------------------------------------------------
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[_SubcommandParser]"
@@ -332,6 +371,18 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_topology_parser(sub: SubParsers) -> None:
+    text = (
+        "delete every queue and exchange the worker declares for the DMS_WORKER_* names (shard queues, DLQ, "
+        "results queue, exchanges) and the messages in them; asks first"
+    )
+    top = sub.add_parser("topology", help="remove the worker's queues and exchanges from the broker")
+    actions = top.add_subparsers(dest="topology_action", required=True)
+    delete = actions.add_parser("delete", help=text, description=text)
+    delete.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+    delete.add_argument("--force", action="store_true", help="delete even while consumers (workers) are attached")
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="python -m worker",
@@ -363,6 +414,7 @@ def build_parser() -> Parser:
     sub.add_parser("demo", help="end-to-end demo against the bundled DMS EMULATOR (not SAP DMS)", add_help=False)
     sub.add_parser("emulator", help="run the DMS emulator (python -m worker.testing.emulator)", add_help=False)
     _add_dlq_parser(sub)
+    _add_topology_parser(sub)
     contracts = sub.add_parser("contracts", help="check contracts/ and deploy/rabbitmq/ against the code")
     contracts.add_argument("--write", action="store_true", help="regenerate them instead")
     contracts.add_argument("--root", type=Path, default=Path(), help="the repository checkout (default: here)")
@@ -390,6 +442,8 @@ def dispatch(args: argparse.Namespace) -> int:
             )
         if args.command == "results":
             return _run(follow_results(settings, args))
+        if args.command == "topology":
+            return _run(delete_topology(settings, args.yes, args.force))
         return _run(dead_letter_command(settings, args))
     except KeyboardInterrupt:
         return 130

@@ -55,7 +55,8 @@ def _settings_problem(exc: SettingsError | ValidationError) -> UsageError:
         first = exc.errors(include_input=False, include_url=False)[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         where = ".".join(str(part) for part in first["loc"][1:])
-        detail = f"invalid: {first['msg']}" + (f" (at {where})" if where else "")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        detail = f"invalid: {message}" + (f" (at {where})" if where else "")
     else:
         found = _FIELD.search(str(exc))
         field = found.group(1) if found else "?"

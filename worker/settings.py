@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
 
 from worker.dms.destinations import DEFAULT_DESTINATION_NAME, Destination
 
@@ -34,9 +37,25 @@ DEFAULT_MIME_TYPES = [
 ]  # fmt: skip
 
 
+ENV_PREFIX = "DMS_WORKER_"
+BROKER_URL_FORM = "amqp://user:password@host:5672/vhost (or amqps://)"
+
+
+def check_broker_url(url: SecretStr) -> SecretStr:
+    """A broker address must be an amqp(s) URL with a host: anything else would be tried forever. The
+    message never repeats the URL (it may hold a password)."""
+    try:
+        parsed = URL(url.get_secret_value())
+    except ValueError:
+        parsed = URL()
+    if parsed.scheme not in {"amqp", "amqps"} or not parsed.host:
+        raise ValueError(f"not a broker URL; give one like {BROKER_URL_FORM}")
+    return url
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="DMS_WORKER_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         env_file=".env",
         extra="ignore",
@@ -114,6 +133,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _one_broker_url(cls, url: SecretStr) -> SecretStr:
+        return check_broker_url(url)
+
+    @field_validator("amqp_urls")
+    @classmethod
+    def _broker_urls(cls, urls: list[SecretStr]) -> list[SecretStr]:
+        return [check_broker_url(url) for url in urls]
+
     def broker_urls(self) -> list[str]:
         """The broker addresses to try, in order: ``amqp_urls`` if given, else ``amqp_url``."""
         return [url.get_secret_value() for url in self.amqp_urls] or [self.amqp_url.get_secret_value()]
@@ -144,3 +173,13 @@ class Settings(BaseSettings):
         if self.service_binding_root is not None:
             env["SERVICE_BINDING_ROOT"] = str(self.service_binding_root)
         return env
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``DMS_WORKER_*`` variables that name no setting (a typo would otherwise go unnoticed). A nested one
+    (``DMS_WORKER_DESTINATION__URI``) counts as known when its first part names a setting."""
+    environ = os.environ if environ is None else environ
+    known = {name.upper() for name in Settings.model_fields}
+    return sorted(
+        name for name in environ if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :].split("__")[0] not in known
+    )

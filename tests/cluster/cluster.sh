@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A throwaway 3-node RabbitMQ cluster on this machine, for the node-loss tests (tests/cluster/). It never
+# A throwaway RabbitMQ cluster (3 nodes, or CLUSTER_NODES) on this machine, for the tests that kill or restart
+# brokers (tests/cluster/). It never
 # touches the machine's own broker (rabbit@localhost on 5672): its nodes have their own names, ports, config
 # files and data directories, all under CLUSTER_DIR.
 #
-#   tests/cluster/cluster.sh start          start three nodes, join them into one cluster, enable rabbitmq_sharding
+#   tests/cluster/cluster.sh start          start the nodes, join them into one cluster, enable rabbitmq_sharding
 #   tests/cluster/cluster.sh stop           stop every node and remove CLUSTER_DIR
 #   tests/cluster/cluster.sh kill N         kill -9 node N (1..3)
 #   tests/cluster/cluster.sh restart N      start node N again with its old data: it rejoins by itself
@@ -12,7 +13,7 @@
 #
 # Environment: CLUSTER_DIR (default /tmp/dms-upload-worker-cluster), CLUSTER_PORT (first AMQP port, 5681),
 # CLUSTER_DIST_PORT (first distribution port, 25681), CLUSTER_NODE_PREFIX (node names, dmsc -> dmsc1@localhost),
-# CLUSTER_SAVE_LOGS (stop copies the nodes' logs there first).
+# CLUSTER_SAVE_LOGS (stop copies the nodes' logs there first), CLUSTER_NODES (how many nodes, 3).
 # Needs root (Debian's wrapper runs each node as the rabbitmq user, whose cookie the nodes share) or the
 # rabbitmq user itself.
 set -euo pipefail
@@ -21,7 +22,7 @@ DIR=${CLUSTER_DIR:-/tmp/dms-upload-worker-cluster}
 PORT=${CLUSTER_PORT:-5681}
 DIST_PORT=${CLUSTER_DIST_PORT:-25681}
 PREFIX=${CLUSTER_NODE_PREFIX:-dmsc}
-NODES=3
+NODES=${CLUSTER_NODES:-3}
 RABBIT_HOME=/var/lib/rabbitmq  # the Erlang cookie lives here; every node and rabbitmqctl must use it
 
 node_name() { echo "${PREFIX}$1@localhost"; }

@@ -4,38 +4,17 @@ also when a test fails. The machine's own broker (5672) is never touched."""
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .nodes import NODES, Cluster
-
-
-def _can_run_nodes() -> str | None:
-    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
-        return "RabbitMQ is not installed (bash deploy/dev.sh test installs it)"
-    if os.geteuid() != 0:
-        return "starting cluster nodes needs root (Debian's wrapper runs them as the rabbitmq user)"
-    return None
+from .nodes import NODES, Cluster, started_nodes
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    reason = _can_run_nodes()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    logs = tmp_path_factory.mktemp("cluster-logs")  # the nodes' logs are kept here after the cluster is gone
-    nodes = Cluster(Path("/tmp") / f"dms-upload-worker-cluster-{os.getpid()}-{uuid.uuid4().hex[:6]}", save_logs=logs)
-    try:
-        nodes.start()
-        yield nodes
-    finally:
-        nodes.stop()
+    yield from started_nodes(tmp_path_factory, "cluster", Cluster(Path()))
 
 
 @pytest.fixture

@@ -1,11 +1,18 @@
-"""Drives tests/cluster/cluster.sh: a real 3-node RabbitMQ cluster on this machine, away from its own broker."""
+"""Drives tests/cluster/cluster.sh: a real RabbitMQ cluster (3 nodes, or a lone node) on this machine, away from
+its own broker."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).with_name("cluster.sh")
 NODES = (1, 2, 3)
@@ -18,6 +25,7 @@ class Cluster:
     dist_port: int = 25681
     prefix: str = "dmsc"
     save_logs: Path | None = None
+    size: int = len(NODES)
 
     @property
     def _env(self) -> dict[str, str]:
@@ -27,6 +35,7 @@ class Cluster:
             "CLUSTER_PORT": str(self.port),
             "CLUSTER_DIST_PORT": str(self.dist_port),
             "CLUSTER_NODE_PREFIX": self.prefix,
+            "CLUSTER_NODES": str(self.size),
             **({"CLUSTER_SAVE_LOGS": str(self.save_logs)} if self.save_logs else {}),
         }
 
@@ -83,3 +92,28 @@ class Cluster:
             online = {n for n in NODES if self.node_name(n) in parts[3]}
             rows[parts[0]] = (self.node_of(parts[1]), members, online)
         return rows
+
+
+def _cannot_run_nodes() -> str | None:
+    if shutil.which("rabbitmq-server") is None or shutil.which("rabbitmqctl") is None:
+        return "RabbitMQ is not installed (bash deploy/dev.sh test installs it)"
+    if os.geteuid() != 0:
+        return "starting cluster nodes needs root (Debian's wrapper runs them as the rabbitmq user)"
+    return None
+
+
+def started_nodes(tmp_path_factory: pytest.TempPathFactory, name: str, shape: Cluster) -> Iterator[Cluster]:
+    """Starts the nodes ``shape`` describes in a directory of their own."""
+    reason = _cannot_run_nodes()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    logs = tmp_path_factory.mktemp(f"{name}-logs")  # the nodes' logs are kept here after the nodes are gone
+    directory = Path("/tmp") / f"dms-upload-worker-{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    nodes = dataclasses.replace(shape, directory=directory, save_logs=logs)
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()

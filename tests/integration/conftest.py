@@ -152,7 +152,7 @@ async def make_stack() -> AsyncIterator[StackFactory]:
             if destination:
                 overrides.setdefault("destination", Destination.model_validate(emulator.service_key()))
             settings = settings_for(f"test.{uuid.uuid4().hex[:10]}", **overrides)
-            connection = await aio_pika.connect_robust(AMQP_URL)
+            connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
             exits.push_async_callback(connection.close)
             exits.push_async_callback(delete_topology, connection, settings)
             worker = Worker(settings)

@@ -85,6 +85,51 @@ class TestMistakes:
             outcome = await cli(*args, env=environment(DMS_WORKER_AMQP_URL=CLOSED_PORT_URL), cwd=tmp_path)
             outcome.assert_one_line_mistake(1, "cannot reach the broker")
 
+    @pytest.mark.parametrize("url", ["not a url", "http://localhost:5672", "foo://guest:guest@127.0.0.1:5672/"])
+    async def test_a_malformed_broker_url(self, tmp_path: Path, url: str) -> None:
+        (tmp_path / "a.txt").write_text("hello")
+        env = environment(DMS_WORKER_AMQP_URL=url, DMS_WORKER_HTTP_PORT="0", DMS_WORKER_SHUTDOWN_GRACE_S="5")
+        expected = (
+            "error: DMS_WORKER_AMQP_URL is invalid: not a broker URL; give one like "
+            "amqp://user:password@host:5672/vhost (or amqps://): fix it (the README's Configuration table shows "
+            "the form)"
+        )
+        for args in (["publish", "a.txt", "--tenant", TENANT], ["dlq", "list"], ["run"]):
+            process = await start_cli(*args, env=env, cwd=tmp_path)
+            try:  # a bounded wait, then what an operator would do: SIGTERM, and the drain grace
+                out, err = await asyncio.wait_for(process.communicate(), 10)
+            except TimeoutError:
+                process.send_signal(signal.SIGTERM)
+                out, err = await asyncio.wait_for(process.communicate(), 5)
+            outcome = Outcome(process.returncode, out.decode(), err.decode())
+            assert outcome.assert_one_line_mistake(2) == expected, args
+
+    async def test_sigterm_ends_a_run_whose_broker_never_answers(self, tmp_path: Path) -> None:
+        """A listener that accepts and never speaks: the AMQP handshake hangs (up to its 10 s timeout)."""
+        silent: list[asyncio.StreamWriter] = []
+        server = await asyncio.start_server(lambda _r, writer: silent.append(writer), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        env = environment(
+            DMS_WORKER_AMQP_URL=f"amqp://guest:guest@127.0.0.1:{port}/",
+            DMS_WORKER_HTTP_PORT="0",
+            DMS_WORKER_SHUTDOWN_GRACE_S="5",
+        )
+        try:
+            process = await start_cli("run", env=env, cwd=tmp_path)
+            for _ in range(50):  # until the worker is inside its first handshake
+                if silent:
+                    break
+                await asyncio.sleep(0.1)
+            assert silent, "the worker never connected"
+            await asyncio.sleep(1)
+            process.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(process.communicate(), 5)  # within the drain grace
+            assert process.returncode == 0 and "Traceback" not in err.decode(), err.decode()
+        finally:
+            server.close()
+            for writer in silent:
+                writer.close()
+
     async def test_the_password_is_not_shown(self, tmp_path: Path) -> None:
         env = environment(DMS_WORKER_AMQP_URL="amqp://guest:hunter2-secret@127.0.0.1:1/")
         outcome = await cli("dlq", "list", env=env, cwd=tmp_path)

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from aio_pika import RobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq.exceptions import ProbableAuthenticationError
 from yarl import URL
 
 log = structlog.get_logger(__name__)
@@ -116,7 +117,13 @@ async def connect_robust(
         try:
             await connection.connect(timeout=timeout_s)
             return connection
+        except ProbableAuthenticationError:
+            await connection.close()
+            raise  # the broker answered and refused us: another try or address would not mend the credentials
         except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
             errors.append(f"{redacted(URL(url))}: {type(exc).__name__}: {exc}")
             await connection.close()
+        except BaseException:  # cancelled (told to stop mid-handshake): no reconnect loop may outlive us
+            await asyncio.shield(connection.close())
+            raise
     raise BrokerUnreachable("no broker address answered: " + "; ".join(errors))

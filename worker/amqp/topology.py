@@ -18,7 +18,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from worker.amqp.names import MODULUS_HASH_EXCHANGE, command_exchange_name, shard_queue_name
 from worker.settings import Settings
@@ -114,3 +114,29 @@ async def delete_all(channel: AbstractChannel, settings: Settings) -> None:
         await channel.queue_delete(name)
     for name in [*command_exchange_names(settings), settings.result_exchange]:
         await channel.exchange_delete(name)
+
+
+@dataclass(frozen=True)
+class QueueState:
+    name: str
+    messages: int
+    consumers: int
+
+
+async def existing_queues(connection: AbstractConnection, settings: Settings) -> list[QueueState]:
+    """The topology's queues that exist now, with their depth and consumers (passive declares: nothing is
+    created or touched). A missing queue closes the channel that asked, so each miss costs a new one."""
+    found: list[QueueState] = []
+    channel = await connection.channel()
+    try:
+        for name in all_queue_names(settings):
+            try:
+                declared = await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                channel = await connection.channel()
+                continue
+            result = declared.declaration_result
+            found.append(QueueState(name, result.message_count or 0, result.consumer_count or 0))
+    finally:
+        await channel.close()
+    return found

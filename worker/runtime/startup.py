@@ -1,13 +1,15 @@
 """Starts the worker once the broker answers: a failed try is logged once (``broker_unreachable`` with the
 attempt and the wait) and retried after a backoff of 1, 2, 4 ... up to 30 s, until it works or the process
-is told to stop. Only an unreachable broker is retried; wrong credentials or a missing plugin end at once."""
+is told to stop, also in the middle of a try that hangs. Only an unreachable broker is retried; wrong
+credentials or a missing plugin end at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import aiormq.exceptions
 import structlog
@@ -54,6 +56,23 @@ async def _discard(worker: Worker) -> None:
         worker.spool.close()
 
 
+async def _unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Runs ``start`` unless ``stop`` is set first (then cancels it and returns False)."""
+    starting = asyncio.ensure_future(start)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if starting.done():
+        starting.result()  # raises what the try raised
+        return True
+    starting.cancel()
+    with contextlib.suppress(BaseException):
+        await starting
+    return False
+
+
 async def start_when_broker_answers(
     make_worker: Callable[[], Worker], stop: asyncio.Event, delays: Iterator[float] | None = None
 ) -> Worker | None:
@@ -62,7 +81,10 @@ async def start_when_broker_answers(
         worker = make_worker()
         try:
             with _quiet("aiormq.connection", "aio_pika.robust_connection"):
-                await worker.start()
+                started = await _unless_stopped(worker.start(), stop)
+            if not started:  # told to stop while a try hung (a silent address, a slow handshake)
+                await _discard(worker)
+                return None
         except NOT_RETRIED:
             await _discard(worker)
             raise

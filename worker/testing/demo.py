@@ -44,8 +44,9 @@ def demo_settings(base: Settings, service_key: dict[str, object]) -> Settings:
     )
 
 
-async def _purge_leftovers(settings: Settings) -> None:
-    """A previous demo interrupted half-way may have left commands behind; start clean."""
+async def _delete_topology(settings: Settings) -> None:
+    """Removes the demo's queues and exchanges: at the start (a demo killed half-way left them), and on the
+    way out, so the demo leaves the broker as it found it (each topology costs it hundreds of descriptors)."""
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         # Deleted rather than purged: an older release may have declared them with other arguments.
@@ -56,7 +57,7 @@ async def run_demo(base: Settings, keep_running: bool = False) -> None:
     async with serve_emulator() as emulator:
         print(f"[demo] DMS EMULATOR listening on {emulator.base_url} (not SAP DMS)")
         settings = demo_settings(base, emulator.service_key())
-        await _purge_leftovers(settings)
+        await _delete_topology(settings)
         worker = Worker(settings)
         await worker.start()
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
@@ -88,6 +89,8 @@ async def run_demo(base: Settings, keep_running: bool = False) -> None:
         finally:
             await worker.stop()
             await connection.close()
+            await _delete_topology(settings)
+            print(f"[demo] removed the demo's queues and exchanges ({settings.command_queue}.*)")
     print("[demo] done. Everything above ran against the DMS EMULATOR, not SAP DMS.")
 
 
