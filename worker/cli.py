@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
 import aio_pika
+import structlog
 
 from worker import contract_files
 from worker.amqp import topology
@@ -38,12 +39,16 @@ from worker.producer import (
 )
 from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection
 from worker.results.following import KINDS, OUTCOMES, EventFilter, ResultSubscription, succeeded
-from worker.runtime import event_loop, logs, telemetry
+from worker.runtime import event_loop, logs, preflight, telemetry
 from worker.runtime.app import Worker
 from worker.runtime.progress import progress_for
 from worker.runtime.startup import start_when_broker_answers
 from worker.runtime.telemetry import DEFAULT_SERVICE_NAME
-from worker.settings import Settings
+from worker.settings import Settings, unknown_variables
+
+log = structlog.get_logger(__name__)
+
+SPELLING_HINT = "check the spelling; the README's Configuration table lists the settings"
 
 
 class Parser(argparse.ArgumentParser):
@@ -119,6 +124,7 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    preflight.warn_if_no_destination(settings)  # before the broker wait, which may be long
     worker = await start_when_broker_answers(lambda: Worker(settings), stop)
     if worker is None:
         return  # told to stop while the broker was away
@@ -425,9 +431,22 @@ def _run(coroutine: Coroutine[Any, Any, int | None]) -> int:
     return event_loop.run(coroutine) or EXIT_OK
 
 
+def warn_of_unknown_settings(command: str) -> None:
+    """pydantic-settings ignores a ``DMS_WORKER_*`` variable that names no setting, so a misspelt one would
+    leave its setting at the default without a word: said once, and the command goes on."""
+    unknown = unknown_variables()
+    if not unknown:
+        return
+    if command == "run":  # the worker's log is where its operator looks
+        log.warning("unknown_settings", names=unknown, hint=SPELLING_HINT)
+    else:
+        print(f"warning: unknown settings ignored: {', '.join(unknown)} ({SPELLING_HINT})", file=sys.stderr)
+
+
 def dispatch(args: argparse.Namespace) -> int:
     settings = Settings()
     logs.configure(settings.log_level, settings.log_json)
+    warn_of_unknown_settings(args.command)
     if args.command in {"run", "publish", "delete"}:  # off unless OTEL_* variables ask for it
         telemetry.configure(DEFAULT_SERVICE_NAME if args.command == "run" else f"{DEFAULT_SERVICE_NAME}-cli")
     if args.command != "run":  # one-shot commands report broker trouble themselves, in one line

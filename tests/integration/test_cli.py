@@ -174,8 +174,105 @@ class TestMistakes:
         assert [t["attempt"] for t in tries] == [1, 2, 3]
         assert [t["retry_in_s"] for t in tries] == [1.0, 2.0, 4.0]
         # The connection module's own warning names the address; said once, its identical repeats are held back.
+        # No destination is configured here: that is said once too (TestConfigurationMistakes).
         others = [line["event"] for line in lines if line.get("level") in {"warning", "error"} and line not in tries]
-        assert others in ([], ["broker_connect_failed"])
+        assert others in (["no_dms_destination"], ["no_dms_destination", "broker_connect_failed"])
+
+
+SPELLING_HINT = "check the spelling; the README's Configuration table lists the settings"
+NO_DESTINATION_HINT = (
+    "uploads fail with unknown_tenant until one is set: DMS_WORKER_DESTINATION, DMS_WORKER_TENANT_DESTINATIONS, "
+    "or a DMS (sdm) or Destination service binding in VCAP_SERVICES / SERVICE_BINDING_ROOT"
+)
+
+
+async def run_until_the_second_try(env: dict[str, str], cwd: Path) -> list[dict[str, Any]]:
+    """``run`` against a closed port until its second try at the broker, then SIGTERM: its log lines."""
+    process = await start_cli("run", env=env, cwd=cwd)
+    assert process.stderr is not None
+    seen = b""
+    while seen.count(b'"event": "broker_unreachable"') < 2:  # tries 1 s apart
+        line = await asyncio.wait_for(process.stderr.readline(), 15)
+        assert line, seen.decode()
+        seen += line
+    process.send_signal(signal.SIGTERM)  # while it waits 2 s for the third try
+    _, rest = await asyncio.wait_for(process.communicate(), 10)
+    err = (seen + rest).decode()
+    assert process.returncode == 0 and "Traceback" not in err, err
+    return [json.loads(line) for line in err.splitlines()]  # JSON only, library lines included
+
+
+class TestConfigurationMistakes:
+    """Issue 21, item 4: a mistake that does not stop the command is said in one line, once, and it goes on."""
+
+    async def test_a_run_says_each_configuration_gap_once_while_it_waits_for_the_broker(self, tmp_path: Path) -> None:
+        env = environment(
+            DMS_WORKER_AMQP_URL=CLOSED_PORT_URL,
+            DMS_WORKER_HTTP_PORT="0",
+            DMS_WORKER_LOG_JSON="true",
+            DMS_WORKER_SHARD_CONT="3",
+        )
+        lines = await run_until_the_second_try(env, tmp_path)
+        events = [line["event"] for line in lines]
+        assert events.count("broker_unreachable") == 2
+        (unknown,) = [line for line in lines if line["event"] == "unknown_settings"]
+        assert (unknown["level"], unknown["names"], unknown["hint"]) == (
+            "warning",
+            ["DMS_WORKER_SHARD_CONT"],
+            SPELLING_HINT,
+        )
+        (bindings,) = [line for line in lines if line["event"] == "service_bindings"]  # not once per try
+        assert (bindings["dms"], bindings["destination_service"]) == (False, False)
+        (missing,) = [line for line in lines if line["event"] == "no_dms_destination"]
+        assert (missing["level"], missing["hint"]) == ("warning", NO_DESTINATION_HINT)
+        assert events.index("no_dms_destination") < events.index("broker_unreachable")  # before the wait
+
+    async def test_a_run_with_a_destination_and_known_settings_says_neither(self, tmp_path: Path) -> None:
+        env = environment(
+            DMS_WORKER_AMQP_URL=CLOSED_PORT_URL,
+            DMS_WORKER_HTTP_PORT="0",
+            DMS_WORKER_LOG_JSON="true",
+            DMS_WORKER_DESTINATION__URL="http://127.0.0.1:1/",  # nested variables name a setting too
+            DMS_WORKER_DESTINATION__CLIENT_ID="client",
+            DMS_WORKER_DESTINATION__CLIENT_SECRET="secret",
+            DMS_WORKER_DESTINATION__TOKEN_URL="http://127.0.0.1:1/oauth/token",
+        )
+        events = [line["event"] for line in await run_until_the_second_try(env, tmp_path)]
+        assert "unknown_settings" not in events and "no_dms_destination" not in events
+        assert events.count("service_bindings") == 1
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["publish", "a.txt", "--tenant", TENANT],
+            ["delete", "--tenant", TENANT, "--document", TENANT],
+            ["results"],
+            ["dlq", "list"],
+            ["topology", "delete", "--yes"],
+        ],
+        ids=lambda args: " ".join(args[:2]),
+    )
+    async def test_a_one_shot_command_warns_in_one_line_and_goes_on(self, tmp_path: Path, args: list[str]) -> None:
+        (tmp_path / "a.txt").write_text("hello")
+        env = environment(DMS_WORKER_AMQP_URL=CLOSED_PORT_URL, DMS_WORKER_SHARD_CONT="3", DMS_WORKER_FOO="1")
+        outcome = await cli(*args, env=env, cwd=tmp_path)
+        warning, error = outcome.err.splitlines()  # it went on, to the broker, which is not there
+        assert warning == (
+            "warning: unknown settings ignored: DMS_WORKER_FOO, DMS_WORKER_SHARD_CONT (check the spelling; the "
+            "README's Configuration table lists the settings)"
+        )
+        assert outcome.code == 1 and error.startswith("error: cannot reach the broker"), outcome.err
+
+    async def test_a_command_that_works_keeps_its_exit_code(self, stack: Stack, tmp_path: Path) -> None:
+        (tmp_path / "a.txt").write_text("hello")
+        env = stack_env(stack) | {"DMS_WORKER_SHARD_CONT": "3"}
+        outcome = await cli("publish", "a.txt", "--tenant", str(uuid.uuid4()), "--wait", env=env, cwd=tmp_path)
+        assert outcome.code == 0, outcome.err
+        assert outcome.err.splitlines() == [
+            "warning: unknown settings ignored: DMS_WORKER_SHARD_CONT (check the spelling; the README's "
+            "Configuration table lists the settings)"
+        ]
+        assert outcome.rows()[1]["type"] == "dms.upload.succeeded"
 
 
 def executable_named_pdf(path: Path) -> Path:

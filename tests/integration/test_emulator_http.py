@@ -259,6 +259,74 @@ async def test_latency_and_error_rate_are_switchable_at_runtime(api: Api) -> Non
     assert (await api.http.get(api.base + "rest/v2/repositories", headers=api.auth)).status == 200
 
 
+NO_FAULTS = {
+    "latency_ms": 0.0,
+    "answer_ms": 0.0,
+    "error_rate": 0.0,
+    "error_statuses": [500, 502, 503],
+    "rate_limit_rate": 0.0,
+    "retry_after": 1,
+    "drop_rate": 0.0,
+    "scripted": [],
+    "seed": None,
+}
+
+
+class TestTheFaultSet:
+    """``/_emulator/faults``: GET shows the set in force, POST replaces it, POST {} and DELETE clear it."""
+
+    async def faults(self, api: Api, method: str, body: Any = None) -> tuple[int, Any]:
+        async with api.http.request(method, api.base + "_emulator/faults", json=body) as response:
+            return response.status, await response.json()
+
+    async def status_of_a_request(self, api: Api) -> int:
+        async with api.http.get(api.base + "rest/v2/repositories", headers=api.auth) as response:
+            return response.status
+
+    async def test_get_shows_no_faults_at_first(self, api: Api) -> None:
+        assert await self.faults(api, "GET") == (200, NO_FAULTS)
+
+    async def test_post_with_an_empty_object_clears_every_fault(self, api: Api) -> None:
+        set_ = {"error_rate": 1.0, "error_statuses": [502], "latency_ms": 20, "seed": 7}
+        assert await self.faults(api, "POST", set_) == (200, NO_FAULTS | set_)
+        assert await self.status_of_a_request(api) == 502
+        assert await self.faults(api, "POST", {}) == (200, NO_FAULTS)
+        assert await self.status_of_a_request(api) == 200
+        assert await self.faults(api, "GET") == (200, NO_FAULTS)
+
+    async def test_post_replaces_the_set_rather_than_merging_into_it(self, api: Api) -> None:
+        await self.faults(api, "POST", {"error_rate": 1.0})
+        assert await self.faults(api, "POST", {"latency_ms": 10}) == (200, NO_FAULTS | {"latency_ms": 10})
+        assert await self.status_of_a_request(api) == 200  # the error_rate of the first POST is gone
+
+    async def test_delete_clears_every_fault_scripted_ones_included(self, api: Api) -> None:
+        scripted = {"kind": "status", "status": 503, "times": 5, "path_prefix": "/rest"}
+        await self.faults(api, "POST", {"drop_rate": 0.0, "rate_limit_rate": 1.0, "scripted": [scripted]})
+        assert await self.status_of_a_request(api) == 503
+        assert await self.faults(api, "DELETE") == (200, NO_FAULTS)
+        assert await self.status_of_a_request(api) == 200
+
+    async def test_a_post_without_a_body_clears_them_too(self, api: Api) -> None:
+        await self.faults(api, "POST", {"error_rate": 1.0})
+        async with api.http.post(api.base + "_emulator/faults") as response:
+            assert response.status == 200 and await response.json() == NO_FAULTS
+
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            ({"error_rate": 0.0, "latency": 5}, "unknown fault setting 'latency'"),
+            ({"scripted": [{"kind": "status", "tims": 2}]}, "unexpected keyword argument 'tims'"),
+            ([], "faults are a JSON object of fault settings"),
+        ],
+        ids=["unknown_setting", "unknown_scripted_field", "not_an_object"],
+    )
+    async def test_a_wrong_body_is_refused_and_changes_nothing(self, api: Api, body: Any, message: str) -> None:
+        await self.faults(api, "POST", {"error_rate": 1.0, "error_statuses": [502]})
+        status, answer = await self.faults(api, "POST", body)
+        assert status == 400 and message in answer["message"], answer
+        assert await self.faults(api, "GET") == (200, NO_FAULTS | {"error_rate": 1.0, "error_statuses": [502]})
+
+
 async def test_answer_ms_holds_each_answer_from_its_arrival_work_included(api: Api) -> None:
     await api.http.post(api.base + "_emulator/faults", json={"answer_ms": 300})
     loop = asyncio.get_running_loop()

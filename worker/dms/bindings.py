@@ -23,6 +23,10 @@ log = structlog.get_logger(__name__)
 DMS_LABEL = "sdm"
 DESTINATION_LABEL = "destination"
 
+# What ``discover`` has said in this process: each finding once, not again on every try of a start-up that
+# waits for the broker (each try discovers afresh); a binding that appears later is said when it does.
+_reported: set[tuple[bool, bool]] = set()
+
 
 @dataclass(frozen=True)
 class Bindings:
@@ -118,14 +122,16 @@ def from_binding_root(root: Path) -> Bindings:
 
 
 def discover(vcap_services: str | None, binding_root: Path | None) -> Bindings:
-    """Cloud Foundry's ``VCAP_SERVICES`` first, then ``SERVICE_BINDING_ROOT``, per kind of binding."""
+    """Cloud Foundry's ``VCAP_SERVICES`` first, then ``SERVICE_BINDING_ROOT``, per kind of binding. Logs what it
+    found (``service_bindings``) the first time it finds that in this process."""
     vcap = from_vcap_services(vcap_services) if vcap_services else Bindings()
     mounted = from_binding_root(binding_root) if binding_root is not None else Bindings()
     bindings = Bindings(
         dms=vcap.dms or mounted.dms,
         destination_service=vcap.destination_service or mounted.destination_service,
     )
-    log.info(
-        "service_bindings", dms=bindings.dms is not None, destination_service=bindings.destination_service is not None
-    )
+    found = (bindings.dms is not None, bindings.destination_service is not None)
+    if found not in _reported:
+        _reported.add(found)
+        log.info("service_bindings", dms=found[0], destination_service=found[1])
     return bindings

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 import structlog
+import structlog.testing
 
+from worker.dms import bindings
 from worker.dms.bindings import discover, from_binding_root, from_vcap_services
 from worker.settings import Settings
 
@@ -105,6 +107,20 @@ class TestServiceBindingRoot:
         assert found.dms is not None and found.dms.url == SDM["uri"]
         assert discover(None, tmp_path).dms is not None
         assert discover(None, None).dms is None
+
+
+def test_discover_says_each_finding_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start-up retried while the broker is away discovers on every try; its log says it once."""
+    monkeypatch.setattr(bindings, "_reported", set())
+    with structlog.testing.capture_logs() as logged:
+        for _ in range(3):
+            discover(None, None)
+        discover(vcap(sdm=[{"credentials": SDM}]), None)  # a binding that appears later is said
+        discover(vcap(sdm=[{"credentials": SDM}]), None)
+    assert [(e["event"], e["dms"], e["destination_service"]) for e in logged] == [
+        ("service_bindings", False, False),
+        ("service_bindings", True, False),
+    ]
 
 
 def test_settings_read_the_platform_variables_without_our_prefix(

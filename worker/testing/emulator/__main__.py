@@ -17,7 +17,9 @@ BANNER = "*** SAP DMS EMULATOR - NOT SAP DMS - for tests and local runs only ***
 
 
 FAULTS_HELP = """\
---faults (and POST /_emulator/faults at runtime) takes a JSON object with any of:
+--faults (and POST /_emulator/faults at runtime) takes a JSON object with any of the settings below; a POST
+replaces the whole fault set (what it leaves out is back to its default: no fault), so POST {} or
+DELETE /_emulator/faults clears every fault, and GET /_emulator/faults shows the set in force:
   latency_ms       added to every request, before it is worked on (float, ms)
   answer_ms        every answer leaves at least this long after its request came, the emulator's own
                    work included (float, ms; what a fleet benchmark wants under load)

@@ -1,5 +1,6 @@
 """The emulator's aiohttp application: token endpoint (secret or mTLS), admin REST API, CMIS browser binding,
-the Destination service's "find destination", control API."""
+the Destination service's "find destination", control API (``/_emulator``: ``GET`` shows the fault set, ``POST``
+replaces it, ``POST {}`` or ``DELETE`` clears it, see ``faults``; destinations, stats, token revocation)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class Emulator(AdminApi, BrowserApi, DestinationServiceApi):
         app.router.add_get(CONTROL_PREFIX + "/stats", self.stats)
         app.router.add_get(CONTROL_PREFIX + "/faults", self.get_faults)
         app.router.add_post(CONTROL_PREFIX + "/faults", self.set_faults)
+        app.router.add_delete(CONTROL_PREFIX + "/faults", self.clear_faults)
         app.router.add_post(CONTROL_PREFIX + "/tokens/revoke", self.revoke_tokens)
         app.router.add_post(CONTROL_PREFIX + "/token-lifetime", self.set_token_lifetime)
         return app
@@ -126,10 +128,16 @@ class Emulator(AdminApi, BrowserApi, DestinationServiceApi):
         return web.json_response(self.faults.config.as_dict())
 
     async def set_faults(self, request: web.Request) -> web.StreamResponse:
+        """Replaces the whole fault set (``faults`` module docstring); a body-less POST is ``{}``."""
         try:
-            self.faults.config.update(await request.json())
+            self.faults.config.replace(await request.json() if request.body_exists else {})
         except (ValueError, TypeError) as exc:
             return web.json_response({"message": str(exc)}, status=400)
+        self.faults.reseed()
+        return web.json_response(self.faults.config.as_dict())
+
+    async def clear_faults(self, request: web.Request) -> web.StreamResponse:
+        self.faults.config.replace({})
         self.faults.reseed()
         return web.json_response(self.faults.config.as_dict())
 

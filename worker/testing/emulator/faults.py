@@ -2,12 +2,19 @@
 
 Rates are drawn from a seeded RNG so a run is repeatable; scripted faults fire a fixed number of times
 on requests whose path starts with a prefix, for deterministic tests.
+
+At runtime (``worker.testing.emulator.app``): ``GET /_emulator/faults`` shows the fault set in force;
+``POST /_emulator/faults`` with a JSON object replaces the whole set: the keys given, every other one at its
+default (no fault), so ``POST {}`` clears every fault; ``DELETE /_emulator/faults`` clears them too. Each
+answers the set now in force. A body that is not an object, or names no fault setting, is refused (400)
+and changes nothing.
+``--faults`` sets only the set the emulator starts with.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +43,9 @@ class FaultConfig:
     seed: int | None = None
 
     def update(self, patch: dict[str, Any]) -> None:
+        """Merges ``patch`` in (the in-process tests' ``set_faults``); over HTTP a POST replaces instead."""
+        if not isinstance(patch, dict):
+            raise TypeError('faults are a JSON object of fault settings, e.g. {"error_rate": 0.5}')
         for key, value in patch.items():
             if key == "scripted":
                 self.scripted = [ScriptedFault(**item) for item in value]
@@ -53,6 +63,13 @@ class FaultConfig:
             else:
                 raise ValueError(f"unknown fault setting {key!r}")
 
+    def replace(self, settings: dict[str, Any]) -> None:
+        """The whole set becomes ``settings`` on top of the defaults; on a bad one, nothing changes."""
+        fresh = FaultConfig()
+        fresh.update(settings)
+        for item in fields(self):
+            setattr(self, item.name, getattr(fresh, item.name))  # in place: the emulator's config holds this object
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "latency_ms": self.latency_ms,
@@ -63,6 +80,7 @@ class FaultConfig:
             "retry_after": self.retry_after,
             "drop_rate": self.drop_rate,
             "scripted": [vars(s) for s in self.scripted],
+            "seed": self.seed,
         }
 
 
