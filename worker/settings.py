@@ -79,8 +79,13 @@ class Settings(BaseSettings):
     results_queue_message_ttl_s: float | None = Field(default=7 * 86_400, gt=0)
     dead_letter_queue: str = "dms.commands.dlq"
     shard_count: int = Field(default=128, ge=1)  # per-document order: one single-active-consumer queue per shard
-    in_flight_limit: int = Field(default=64, ge=1)  # per replica, however many shards it holds
-    slot_interval_s: float = Field(default=0.25, gt=0)  # how often a replica looks at its queues to re-split slots
+    in_flight_limit: int = Field(default=64, ge=1)  # commands a replica runs at once (retry backoffs not counted)
+    # Unacked deliveries per held shard queue (its prefetch): how far a replica reads past a document in retry
+    # backoff. The same on every replica of a fleet: raise it freely, lower it with the fleet stopped.
+    read_ahead: int = Field(default=16, ge=1)
+    # Bytes the read-ahead may hold; past it, queues with nothing started are paused (worker.intake.shard_consumers)
+    read_ahead_bytes: int = Field(default=256 * MIB, ge=1)
+    queue_poll_s: float = Field(default=1.0, gt=0)  # how often a replica reads its queues' depths (for balancing)
     tenant_weights: dict[str, float] = Field(default_factory=dict)  # tenant UUID -> share weight (default 1)
     # Commands run at once: follows the DMS round trip between CONCURRENCY_MIN and IN_FLIGHT_LIMIT
     # (worker.intake.concurrency); off: always IN_FLIGHT_LIMIT.
@@ -177,9 +182,13 @@ class Settings(BaseSettings):
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """``DMS_WORKER_*`` variables that name no setting (a typo would otherwise go unnoticed). A nested one
-    (``DMS_WORKER_DESTINATION__URI``) counts as known when its first part names a setting."""
+    (``DMS_WORKER_DESTINATION__URI``) counts as known when its first part names a setting. Names are compared
+    as pydantic-settings reads them, ignoring case; a setting read under the platform's own name
+    (``VCAP_SERVICES``) is not read with the prefix, so ``DMS_WORKER_VCAP_SERVICES`` is unknown."""
     environ = os.environ if environ is None else environ
-    known = {name.upper() for name in Settings.model_fields}
+    known = {name.upper() for name, field in Settings.model_fields.items() if field.validation_alias is None}
     return sorted(
-        name for name in environ if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :].split("__")[0] not in known
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper()[len(ENV_PREFIX) :].split("__")[0] not in known
     )

@@ -1,4 +1,4 @@
-"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog`` (see the README's Benchmark section)."""
+"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|chaos`` (see tests/bench/README.md)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,17 @@ def main() -> None:
     large.add_argument("--count", type=int, default=16)
     large.add_argument("--size", type=int, default=120 * 1024 * 1024, help="bytes per file")
     large.add_argument("--huge", type=int, default=400 * 1024 * 1024, help="bytes of the single large file")
+    chaos = sub.add_parser("chaos", help="replicas killed and stopped while DMS fails: order, loss, duplicates")
+    chaos.add_argument("--runs", type=int, default=1)
+    chaos.add_argument("--signals", choices=["mixed", "kill", "term"], default="mixed")
+    chaos.add_argument("--seed", type=int, default=1, help="the first run's seed (then +1 each run)")
     args = parser.parse_args()
+    if args.which == "chaos":
+        from tests.bench import chaos_bench
+        from worker.runtime import event_loop
+
+        event_loop.run(chaos_bench.main(args.runs, args.signals, args.seed))
+        return
     if args.which == "large":
         from tests.bench import large_files_bench
         from worker.runtime import event_loop

@@ -131,6 +131,39 @@ async def delete_topology(connection: AbstractRobustConnection, settings: Settin
     await channel.close()
 
 
+async def open_stack(
+    exits: AsyncExitStack,
+    emulator_config: EmulatorConfig | None = None,
+    destination: bool = True,
+    tls: EmulatorTls | None = None,
+    settings_from: Callable[[RunningEmulator], dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> Stack:
+    """A running stack whose parts ``exits`` closes (the topology deleted): for the fixture and benchmarks."""
+    emulator = await exits.enter_async_context(serve_emulator(emulator_config or EmulatorConfig(), tls=tls))
+    if settings_from is not None:
+        overrides.update(settings_from(emulator))
+    if destination:
+        overrides.setdefault("destination", Destination.model_validate(emulator.service_key()))
+    settings = settings_for(f"test.{uuid.uuid4().hex[:10]}", **overrides)
+    connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
+    exits.push_async_callback(connection.close)
+    exits.push_async_callback(delete_topology, connection, settings)
+    worker = Worker(settings)
+    await worker.start()
+    exits.push_async_callback(worker.stop)
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    stack = Stack(settings, emulator, worker, channel)
+    results = await channel.declare_queue(settings.results_queue, passive=True)
+
+    async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            await stack.events.put(json.loads(message.body))
+
+    await results.consume(collect)
+    return stack
+
+
 @pytest.fixture
 async def make_stack() -> AsyncIterator[StackFactory]:
     """``await make_stack(emulator_config=..., destination=False, **settings)`` builds a running stack.
@@ -139,35 +172,8 @@ async def make_stack() -> AsyncIterator[StackFactory]:
     settings that depend on the running emulator (its URLs in a binding, say)."""
     async with AsyncExitStack() as exits:
 
-        async def factory(
-            emulator_config: EmulatorConfig | None = None,
-            destination: bool = True,
-            tls: EmulatorTls | None = None,
-            settings_from: Callable[[RunningEmulator], dict[str, Any]] | None = None,
-            **overrides: Any,
-        ) -> Stack:
-            emulator = await exits.enter_async_context(serve_emulator(emulator_config or EmulatorConfig(), tls=tls))
-            if settings_from is not None:
-                overrides.update(settings_from(emulator))
-            if destination:
-                overrides.setdefault("destination", Destination.model_validate(emulator.service_key()))
-            settings = settings_for(f"test.{uuid.uuid4().hex[:10]}", **overrides)
-            connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
-            exits.push_async_callback(connection.close)
-            exits.push_async_callback(delete_topology, connection, settings)
-            worker = Worker(settings)
-            await worker.start()
-            exits.push_async_callback(worker.stop)
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            stack = Stack(settings, emulator, worker, channel)
-            results = await channel.declare_queue(settings.results_queue, passive=True)
-
-            async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                async with message.process():
-                    await stack.events.put(json.loads(message.body))
-
-            await results.consume(collect)
-            return stack
+        async def factory(**options: Any) -> Stack:
+            return await open_stack(exits, **options)
 
         yield factory
 

@@ -1,4 +1,5 @@
-"""Chaos: replicas SIGKILLed and started again while uploads and deletes for many documents flow."""
+"""Chaos: replicas SIGKILLed and started again while uploads and deletes for many documents flow; and the
+strong run of issue 26 (3 replicas, SIGKILL and SIGTERM every few seconds, 20 % DMS 5xx, 300 uploads)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from worker.commands.known_documents import command_marker
 from worker.contracts import Command, DeleteCommand
 from worker.producer import UPSTREAM_SOURCE, delete_command, upload_command
 
+from .chaos import CHAOS_SETTINGS, HEADER, ChaosPlan, run_chaos
 from .conftest import StackFactory
 from .replicas import Replicas
 
@@ -90,3 +92,18 @@ async def test_replicas_killed_and_restarted_keep_order_and_write_each_command_o
         uploads = [command_marker(UPSTREAM_SOURCE, c.id) for c in mine if not isinstance(c, DeleteCommand)]
         assert sorted(m for m in ever if m is not None) == sorted(uploads), "an upload written twice or never"
     assert not await stack.dead_letters()
+
+
+@pytest.mark.timeout(420)
+async def test_replicas_killed_and_stopped_while_dms_fails_keep_every_document_in_publish_order(
+    make_stack: StackFactory, tmp_path: Path, record_property: Any
+) -> None:
+    stack = await make_stack(**CHAOS_SETTINGS)
+    report = await run_chaos(stack, ChaosPlan(seed=26), tmp_path)
+    record_property("chaos", f"{HEADER}\n{report.row()}")
+    assert report.kills >= 5 and report.terms >= 1, report
+    assert not report.lost, report
+    assert not report.conflicting, report
+    assert not report.written_twice, report
+    assert not report.out_of_order, report
+    assert report.succeeded + report.failed == report.commands == 300

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_another_tenants_upload_finishes_long_before_a_backlog_drains(make_stack: StackFactory) -> None:
-    stack = await make_stack(shard_count=16, in_flight_limit=8, slot_interval_s=0.2)
+    stack = await make_stack(shard_count=16, in_flight_limit=8)
     tenant_a = uuid.uuid4()
     a_shards = set((await shards_of(AMQP_URL, 16, [f"{tenant_a}.{lane}" for lane in range(LANES)])).values())
     # Tenant B's document in a queue tenant A does not use (with 16 lanes over 16 queues that takes a few

@@ -75,7 +75,7 @@ async def slow_uploads_in_flight(stack: Stack, count: int, latency_ms: int) -> t
         await stack.send(command)
     seen: list[int] = []
     for _ in range(200):
-        seen.append(len(stack.worker.consumer.in_flight) if stack.worker.consumer is not None else -1)
+        seen.append(stack.worker.intake.dispatcher.running if stack.worker.intake is not None else -1)
         if seen[-1] == count:
             break
         await asyncio.sleep(0.05)
@@ -93,7 +93,7 @@ async def test_graceful_shutdown_finishes_in_flight_work(make_stack: StackFactor
     assert {e["type"] for e in events} == {"dms.upload.succeeded"}
 
 
-async def test_shutdown_past_the_grace_period_requeues_unfinished_work(make_stack: StackFactory) -> None:
+async def test_shutdown_past_the_grace_period_gives_unfinished_work_back(make_stack: StackFactory) -> None:
     stack = await make_stack(in_flight_limit=12, shard_count=1)
     tenant, commands = await slow_uploads_in_flight(stack, 3, latency_ms=3000)
     await stack.worker.stop(grace_s=0.2)

@@ -1,21 +1,45 @@
-"""A replica's subscriptions to its shard queues, on the real broker: a shard given up and taken back (after
-a broker restart, a failover or a work-balancing swap) is served again."""
+"""A replica's subscriptions to its shard queues, on the real broker: a queue given back (released, paused for
+memory) returns what the replica held in order, a shard taken back is served again, and a stop ends
+promptly. The commands are stand-ins: each message names its document; running one records it."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from worker.intake.shard_consumers import HEADROOM, ShardConsumers
+from worker.intake.consumer import Ending, Incoming, Park
+from worker.intake.shard_consumers import ShardConsumers
 
 from .conftest import AMQP_URL
 
 pytestmark = pytest.mark.integration
+
+
+class Runner:
+    """Runs a message ``<document>:<n>`` by recording it; ``gate`` holds every run until it is set."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.started = asyncio.Event()
+
+    def read(self, message: AbstractIncomingMessage, shard: int | None = None) -> Incoming:
+        body = message.body.decode()
+        return Incoming(message, shard, None, {}, None, body.split(":")[0])
+
+    async def run(self, incoming: Incoming, park: Park) -> Ending:
+        self.started.set()
+        await self.gate.wait()
+        self.ran.append(incoming.message.body.decode())
+        await incoming.message.ack()
+        return Ending.SETTLED
 
 
 @pytest.fixture
@@ -27,7 +51,10 @@ async def connection() -> AsyncIterator[AbstractRobustConnection]:
         await connection.close()
 
 
-async def delete_queues(names: list[str]) -> None:
+@pytest.fixture
+async def queue_names() -> AsyncIterator[list[str]]:
+    names = [f"test-shards-{uuid.uuid4().hex[:8]}.{i}" for i in range(2)]
+    yield names
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
@@ -35,100 +62,81 @@ async def delete_queues(names: list[str]) -> None:
             await channel.queue_delete(name)
 
 
-async def test_a_shard_taken_back_after_release_is_consumed_again(connection: AbstractRobustConnection) -> None:
-    name = f"test-shards-{uuid.uuid4().hex[:8]}.0"
-    received: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def on_message(message: AbstractIncomingMessage, shard: int) -> None:
-        await message.ack()
-        await received.put(message.body)
-
-    # One queue and one slot: its share is 1 before the release and after the retake.
-    shards = ShardConsumers(connection, [name], {}, on_message, in_flight_limit=1, interval_s=0.05)
-    publisher = await connection.channel()
-
-    async def publish(body: bytes) -> None:
-        await publisher.default_exchange.publish(aio_pika.Message(body), routing_key=name)
-
-    try:
-        await shards.start()
-        await shards.take(0)
-        await publish(b"first")
-        assert await asyncio.wait_for(received.get(), 10) == b"first"
-
-        await shards.release(0)
-        await publish(b"while released")
-        await asyncio.sleep(0.3)  # several splits: the released queue stays unsubscribed
-        assert received.empty()
-
-        await shards.take(0)
-        assert await asyncio.wait_for(received.get(), 10) == b"while released"
-        await publish(b"after")
-        assert await asyncio.wait_for(received.get(), 10) == b"after"
-    finally:
-        await shards.stop()
-        await connection.close()  # its channels first: a robust channel would declare a deleted queue again
-        await delete_queues([name])
+def consumers(connection: AbstractRobustConnection, names: list[str], runner: Runner, **kw: Any) -> ShardConsumers:
+    options: dict[str, Any] = {"read_ahead": 4, "read_ahead_bytes": 1 << 20, "poll_s": 0.1} | kw
+    limit = options.pop("limit", 8)
+    arguments = {"x-queue-type": "quorum", "x-single-active-consumer": True}
+    return ShardConsumers(connection, names, arguments, runner, lambda: limit, **options)
 
 
-async def test_moving_slots_between_queues_never_exceeds_the_in_flight_limit_and_headroom(
-    connection: AbstractRobustConnection,
+async def publish(connection: AbstractRobustConnection, queue: str, bodies: list[str]) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    for body in bodies:
+        await channel.default_exchange.publish(aio_pika.Message(body.encode()), routing_key=queue)
+    await channel.close()
+
+
+async def until(condition: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (counts kept by the code under test, not events)
+            await asyncio.sleep(0.02)
+
+
+async def test_a_released_queue_returns_what_it_held_in_order_and_is_served_again(
+    connection: AbstractRobustConnection, queue_names: list[str]
 ) -> None:
-    names = [f"test-shards-{uuid.uuid4().hex[:8]}.{n}" for n in range(2)]
-    holding_s = {0: 0.6, 1: 0.05}  # the first queue's work drains slowly, the second's fast
-    now = max_seen = handled = 0
-    all_handled = asyncio.Event()
-
-    async def on_message(message: AbstractIncomingMessage, shard: int) -> None:
-        nonlocal now, max_seen, handled
-        now += 1
-        max_seen = max(max_seen, now)
-        try:
-            await asyncio.sleep(holding_s[shard])
-            await message.ack()
-        finally:
-            now -= 1
-            handled += 1
-            if handled == 90:
-                all_handled.set()
-
-    shards = ShardConsumers(connection, names, {}, on_message, in_flight_limit=4, interval_s=0.05)
-    publisher = await connection.channel()
-
-    async def publish(shard: int, count: int) -> None:
-        for i in range(count):
-            await publisher.default_exchange.publish(aio_pika.Message(b"%d" % i), routing_key=names[shard])
-
+    runner = Runner()
+    shards = consumers(connection, queue_names, runner)
+    await shards.start()
+    bodies = [f"{doc}:{n}" for n in range(3) for doc in "ab"]  # a:0 b:0 a:1 b:1 a:2 b:2
     try:
-        await shards.start()
         await shards.take(0)
+        runner.gate.clear()
+        await publish(connection, queue_names[0], bodies)
+        await until(lambda: shards.dispatcher.held == 4)  # the read-ahead: a:0 and b:0 run, 2 more wait
+        await shards.release(0)
+        runner.gate.set()  # the two that started finish; the rest go back when the channel closes
+        await until(lambda: shards.in_flight(0) == 0)
+        assert runner.ran == ["a:0", "b:0"]
+        await shards.take(0)
+        await until(lambda: len(runner.ran) == len(bodies))
+        assert runner.ran == bodies  # the returned ones first, in their order, then those never delivered
+    finally:
+        await shards.stop(grace_s=1)
+
+
+async def test_past_read_ahead_bytes_an_idle_queue_is_paused_then_served_in_order(
+    connection: AbstractRobustConnection, queue_names: list[str]
+) -> None:
+    runner = Runner()
+    # 100 bytes of read-ahead: queue 1's deliveries (nothing of them started) push it over and are returned.
+    shards = consumers(connection, queue_names, runner, read_ahead=4, read_ahead_bytes=100, limit=1)
+    await shards.start()
+    first = [f"x:{n}".ljust(40) for n in range(3)]
+    second = [f"y{n}:{n}".ljust(40) for n in range(6)]
+    try:
+        runner.gate.clear()
+        await shards.take(0)
+        await publish(connection, queue_names[0], first)
+        await runner.started.wait()  # x:0 runs (the only place), x:1 and x:2 wait behind it
         await shards.take(1)
-        await publish(0, 30)
-        await asyncio.sleep(1.0)  # the first queue holds most of the slots now
-        await publish(1, 60)  # its share shrinks (a slow drain) while the other's grows
-        await asyncio.wait_for(all_handled.wait(), 30)
-        assert max_seen <= 4 + HEADROOM  # the second queue may take its first slot before the first drains
+        await publish(connection, queue_names[1], second)
+        await until(lambda: shards.paused == 1)
+        assert shards.dispatcher.held_in(1) == 0 and shards.dispatcher.held_bytes <= 120
+        runner.gate.set()
+        await until(lambda: len(runner.ran) == len(first) + len(second))
+        assert [r for r in runner.ran if r.startswith("x")] == first
+        assert [r for r in runner.ran if r.startswith("y")] == second  # returned and redelivered in order
+        assert len(set(runner.ran)) == len(runner.ran)
     finally:
-        await shards.stop()
-        await connection.close()
-        await delete_queues(names)
+        await shards.stop(grace_s=1)
 
 
-async def test_stopping_right_after_a_shard_is_taken_ends_promptly(connection: AbstractRobustConnection) -> None:
-    # take() wakes the slot loop; a stop in the same turn must still end it (on Python 3.11 a cancelled
-    # asyncio.wait_for whose event fires in that turn returns instead of raising, and the loop ran on).
-    name = f"test-shards-{uuid.uuid4().hex[:8]}.0"
-
-    async def on_message(message: AbstractIncomingMessage, shard: int) -> None:
-        await message.ack()
-
-    shards = ShardConsumers(connection, [name], {}, on_message, in_flight_limit=1, interval_s=0.05)
-    try:
-        await shards.start()
-        await asyncio.sleep(0.1)  # the loop waits for its next look
-        await shards.take(0)
-        async with asyncio.timeout(15):
-            await shards.stop()
-    finally:
-        await connection.close()
-        await delete_queues([name])
+async def test_stopping_right_after_a_shard_is_taken_ends_promptly(
+    connection: AbstractRobustConnection, queue_names: list[str]
+) -> None:
+    shards = consumers(connection, queue_names, Runner())
+    await shards.start()
+    await shards.take(0)
+    async with asyncio.timeout(3):
+        await shards.stop(grace_s=1)

@@ -13,7 +13,6 @@ import yaml
 
 from worker import contract_files
 from worker.amqp.names import shard_queue_name
-from worker.intake.shard_consumers import HEADROOM
 from worker.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -173,13 +172,14 @@ def test_the_keda_queue_pattern_matches_the_worker_queues() -> None:
 
 
 def test_the_k8s_memory_request_and_limit_follow_the_readme_formula() -> None:
-    """~80 MB + (IN_FLIGHT_LIMIT + HEADROOM) x 2.4 x MAX_FILE_SIZE (inline uploads) is requested and fits
-    under the pod's limit."""
+    """~80 MB + (IN_FLIGHT_LIMIT x MAX_FILE_SIZE + READ_AHEAD_BYTES) x 2.4 (inline uploads: the body, its parsed
+    copy and the decoded bytes) is requested and fits under the pod's limit."""
     (deployment,) = [m for m in manifests() if m["kind"] == "Deployment"]
     (app,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "worker"]
-    env = {e["name"]: int(e["value"]) for e in app["env"] if e["name"].endswith(("IN_FLIGHT_LIMIT", "MAX_FILE_SIZE"))}
-    held = env["DMS_WORKER_IN_FLIGHT_LIMIT"] + HEADROOM
-    budget_mib = 80 + held * 2.4 * env["DMS_WORKER_MAX_FILE_SIZE"] / 2**20
+    names = ("IN_FLIGHT_LIMIT", "MAX_FILE_SIZE", "READ_AHEAD_BYTES")
+    env = {e["name"]: int(e["value"]) for e in app["env"] if e["name"].endswith(names)}
+    held = env["DMS_WORKER_IN_FLIGHT_LIMIT"] * env["DMS_WORKER_MAX_FILE_SIZE"] + env["DMS_WORKER_READ_AHEAD_BYTES"]
+    budget_mib = 80 + held * 2.4 / 2**20
     request, limit = app["resources"]["requests"]["memory"], app["resources"]["limits"]["memory"]
     assert request.endswith("Mi") and budget_mib <= int(request[:-2]) <= int(limit[:-2])
 

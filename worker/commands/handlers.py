@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,9 +41,6 @@ class Delivery:
     redelivered: bool  # the broker may already have seen us work on it
     source: str = ""  # the CloudEvent source: with the id, the command's identity
     shard: int | None = None  # the shard queue it came from
-    # Held around the DMS calls (not content fetches or checks): how many commands talk to DMS at once is
-    # the consumer's business (worker.intake.fair_gate).
-    dms_turn: Callable[[], contextlib.AbstractAsyncContextManager[None]] = contextlib.nullcontext
 
     @property
     def may_have_written(self) -> bool:
@@ -115,10 +111,9 @@ class Handlers:
         validation.check_file_type(file_name, mime, content.head, s.allowed_extensions, s.allowed_mime_types)
         await self._check_active_content(file_name, mime, content)
 
-        async with delivery.dms_turn():
-            repo = await self._repositories.find_or_create(dms, data.tenant_id)
-            key = (data.tenant_id, data.document_id)
-            version = await self._write(dms, repo, key, file_name, mime, content, delivery)
+        repo = await self._repositories.find_or_create(dms, data.tenant_id)
+        key = (data.tenant_id, data.document_id)
+        version = await self._write(dms, repo, key, file_name, mime, content, delivery)
         log.info(
             "document_written", object_id=version.object_id, version_label=version.version_label, size=content.size
         )
@@ -161,20 +156,19 @@ class Handlers:
             self._known.forget(key)
         remembered = self._known.get(key)
         known = remembered or KnownDocument(delivery.shard, None)
-        async with delivery.dms_turn():
-            repo = await self._repositories.find(dms, data.tenant_id)  # never create one just to delete
-            existed = known.deleted_by.get(marker, False)
-            if repo is not None and marker not in known.deleted_by:
-                try:
-                    current = known.latest if remembered else await dms.find_by_name(repo, str(data.document_id))
-                    if current is not None:
-                        existed = await dms.delete(repo, current.object_id)
-                except BaseException:
-                    self._known.forget(key)
-                    raise
-                known.latest = None
-                known.deleted_by[marker] = existed
-                self._known.remember(key, known)
+        repo = await self._repositories.find(dms, data.tenant_id)  # never create one just to delete
+        existed = known.deleted_by.get(marker, False)
+        if repo is not None and marker not in known.deleted_by:
+            try:
+                current = known.latest if remembered else await dms.find_by_name(repo, str(data.document_id))
+                if current is not None:
+                    existed = await dms.delete(repo, current.object_id)
+            except BaseException:
+                self._known.forget(key)
+                raise
+            known.latest = None
+            known.deleted_by[marker] = existed
+            self._known.remember(key, known)
         log.info("document_deleted" if existed else "document_already_absent")
         return DeleteSucceededData(
             command_id=delivery.command_id,

@@ -1,19 +1,22 @@
-"""Consumes commands from the shard queues, runs the handler, and settles each message.
+"""Runs one delivered command: reads it, attempts it with retries, and settles the message.
 
-Commands for one document are handled one at a time and in delivery order: the per-document lock is taken
-before the first ``await``, and transient failures are retried here, with backoff, while the lock is held,
-so a later command for the same document can never overtake an earlier one that is still being retried.
+When a command runs, and what waits for what, is the dispatcher's decision (``worker.intake.dispatcher``):
+this module gets a command once its turn has come, and parks it there for each retry backoff, so a command
+in backoff holds back its own document's later commands and nothing else.
 
 A message is acked only after its outcome is durable: the result event confirmed by the broker, or the
-dead-letter copy confirmed in the DLQ (followed by a failed event).
+dead-letter copy confirmed in the DLQ (followed by a failed event). It is never nacked: a command that
+cannot be settled is left to the broker, which gets it back when its queue's channel closes
+(``worker.intake.shard_consumers`` says why that keeps order and a nack would not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
-import uuid
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
 import structlog
@@ -37,9 +40,8 @@ from worker.commands.handlers import Delivery
 from worker.commands.parsing import command_from_json, decode_body, ids_from_json, max_body_bytes
 from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
 from worker.errors import InternalError, InvalidCommand, WorkerError
-from worker.intake.document_locks import DocumentLocks
+from worker.intake.dispatcher import Withdrawn
 from worker.intake.envelope import check_envelope
-from worker.intake.fair_gate import FairGate
 from worker.results import policy
 from worker.results.events import failed_event, success_event
 from worker.runtime.metrics import WorkerMetrics
@@ -48,6 +50,7 @@ from worker.settings import Settings
 log = structlog.get_logger(__name__)
 
 Result = UploadSucceededData | DeleteSucceededData
+Park = Callable[[float], Awaitable[None]]  # sleeps a retry backoff without holding a place; may raise Withdrawn
 
 
 class CommandHandlers(Protocol):
@@ -60,6 +63,25 @@ class EventPublisher(Protocol):
     async def publish(self, event: CloudEvent[Any]) -> None: ...
 
 
+class Ending(Enum):
+    SETTLED = "settled"  # acked, its outcome durable
+    GIVE_BACK = "give_back"  # its outcome could not be made durable: the queue must be given back
+    LOST = "lost"  # its channel died: the broker has it back already
+    WITHDRAWN = "withdrawn"  # its queue is being given back: left unsettled
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A delivery as read once, when it arrives (bodies can be 14 MB of base64)."""
+
+    message: AbstractIncomingMessage
+    shard: int | None
+    command: Command | None
+    ids: dict[str, Any]
+    error: WorkerError | None
+    document: Hashable | None = None  # what orders it (None: too broken to name its document, waits for nobody)
+
+
 class CommandConsumer:
     def __init__(
         self,
@@ -67,7 +89,6 @@ class CommandConsumer:
         channel: AbstractChannel,
         handlers: CommandHandlers,
         publisher: EventPublisher,
-        gate: FairGate,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self._settings = settings
@@ -75,105 +96,89 @@ class CommandConsumer:
         self._handlers = handlers
         self._publisher = publisher
         self._metrics = metrics or WorkerMetrics()
-        self._locks = DocumentLocks()
-        self._gate = gate
-        self.in_flight: set[asyncio.Task[Any]] = set()
         self._max_body = max_body_bytes(settings.max_file_size)
 
-    async def on_message(self, message: AbstractIncomingMessage, shard: int | None = None) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.in_flight.add(task)
-        tracked = self._metrics.command_started(tenant_of_routing_key(message.routing_key or ""))
-        try:
-            await self._process(message, shard)
-        except asyncio.CancelledError:
-            # Shutdown ran out of grace: hand the message back unfinished (it was not acked).
-            await self._requeue(message)
-            raise
-        finally:
-            self._metrics.command_finished(tracked)
-            if task is not None:
-                self.in_flight.discard(task)
-
-    def _read(self, message: AbstractIncomingMessage) -> tuple[Command | None, dict[str, Any], WorkerError | None]:
+    def read(self, message: AbstractIncomingMessage, shard: int | None = None) -> Incoming:
         """The command, whatever ids could be read, or the reason it cannot run. Never raises: no input,
         however hostile, may leave a message unsettled."""
         raw: Any = None
         try:
-            raw = decode_body(message.body, self._max_body)  # parsed once: bodies can be 14 MB of base64
+            raw = decode_body(message.body, self._max_body)
             command = command_from_json(raw)
             check_envelope(
                 command, message.exchange, message.routing_key, message.type, self._settings.command_exchange
             )
-            return command, ids_from_json(raw), None
+            return Incoming(message, shard, command, ids_from_json(raw), None, command.data.document_id)
         except WorkerError as exc:
-            return None, ids_from_json(raw), exc
+            return Incoming(message, shard, None, ids_from_json(raw), exc)
         except Exception as exc:  # a parser bug must not stall the queue: the command fails, clearly
             log.exception("command_unreadable")
-            return None, {}, InvalidCommand(f"command could not be read ({type(exc).__name__})")
+            unreadable = InvalidCommand(f"command could not be read ({type(exc).__name__})")
+            return Incoming(message, shard, None, {}, unreadable)
 
-    async def _process(self, message: AbstractIncomingMessage, shard: int | None) -> None:
-        command, ids, error = self._read(message)
-        # The CloudEvent id is the command id; the AMQP message id is the producer's business.
-        command_id = (
-            command.id
-            if command
-            else ids.get("command_id") or message.message_id or f"unidentified-{message.delivery_tag}"
-        )
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            command_id=command_id,
-            tenant_id=str(ids.get("tenant_id", "")) or None,
-            document_id=str(ids.get("document_id", "")) or None,
-        )
-        document_key: uuid.UUID | None = command.data.document_id if command else None
-        command_type = ids.get("command_type", "unknown")
-        with tracing.command_span(command, message.headers, ids, command_id, shard) as span:
-            # Taken before any await: same-document commands queue up here in delivery order.
-            async with self._locks.hold(document_key):
-                if delivery_lost(message):  # its channel died while it waited: the broker has requeued it
+    async def run(self, incoming: Incoming, park: Park) -> Ending:
+        """Runs the command to its outcome and settles it; see ``Ending`` for what the caller does next."""
+        message, command, ids = incoming.message, incoming.command, incoming.ids
+        tracked = self._metrics.command_started(tenant_of_routing_key(message.routing_key or ""))
+        try:
+            # The CloudEvent id is the command id; the AMQP message id is the producer's business.
+            command_id = (
+                command.id
+                if command
+                else ids.get("command_id") or message.message_id or f"unidentified-{message.delivery_tag}"
+            )
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(
+                command_id=command_id,
+                tenant_id=str(ids.get("tenant_id", "")) or None,
+                document_id=str(ids.get("document_id", "")) or None,
+            )
+            command_type = ids.get("command_type", "unknown")
+            with tracing.command_span(command, message.headers, ids, command_id, incoming.shard) as span:
+                if delivery_lost(message):  # its channel died while it waited: the broker has it back
                     log.info("delivery_lost_before_start")
-                    return
+                    return Ending.LOST
                 waited = self._metrics.observe_queue_wait(
                     command_type, command.time if command else None, message.timestamp
                 )
                 structlog.contextvars.bind_contextvars(queue_wait_s=round(waited, 3) if waited is not None else None)
-                decision, result, error, attempt = await self._attempt_until_settled(message, command, shard, error)
+                try:
+                    decision, result, error, attempt = await self._attempt_until_settled(incoming, park)
+                except Withdrawn:
+                    log.info("command_given_back")
+                    return Ending.WITHDRAWN
+                if delivery_lost(message):
+                    log.info("delivery_lost_before_settle", outcome=decision.outcome.value)
+                    return Ending.LOST
                 tracing.record_outcome(span, decision.outcome.value, result, error, attempt)
                 try:
                     await self._settle(message, decision, result, error, command_id, ids, attempt)
                 except Exception as exc:
-                    # Broker trouble while settling: leave the message unacked; it is redelivered.
+                    if delivery_lost(message):
+                        log.info("settle_lost_with_channel", error=repr(exc), outcome=decision.outcome.value)
+                        return Ending.LOST
+                    # Broker trouble while settling: the message stays unacked and its queue is given back.
                     log.warning("settle_failed", error=repr(exc), outcome=decision.outcome.value)
                     await asyncio.sleep(1.0)  # no hot loop while the broker cannot take our events
-                    await self._requeue(message)
-                    return
-        self._record(command_type, decision, error, result, command)
+                    return Ending.GIVE_BACK
+            self._record(command_type, decision, error, result, command)
+            return Ending.SETTLED
+        finally:
+            self._metrics.command_finished(tracked)
 
     async def _attempt_until_settled(
-        self,
-        message: AbstractIncomingMessage,
-        command: Command | None,
-        shard: int | None,
-        parse_error: WorkerError | None,
+        self, incoming: Incoming, park: Park
     ) -> tuple[policy.Decision, Result | None, WorkerError | None, int]:
         # Attempts count from 1 on every delivery: a producer's x-attempt header is not believed, and the
         # queue's delivery limit catches a command that keeps crashing its replica.
+        message, command = incoming.message, incoming.command
         attempt = 1
         while True:
             structlog.contextvars.bind_contextvars(attempt=attempt)
             result: Result | None = None
-            error = parse_error
+            error = incoming.error
             if command is not None:
-                delivery = Delivery(
-                    command.id,
-                    attempt,
-                    bool(message.redelivered),
-                    command.source,
-                    shard,
-                    dms_turn=functools.partial(self._gate.slot, str(command.data.tenant_id)),  # not the fetch
-                )
+                delivery = Delivery(command.id, attempt, bool(message.redelivered), command.source, incoming.shard)
                 with tracing.span("attempt", attributes={tracing.ATTEMPT: attempt}) as attempt_span:
                     try:
                         if isinstance(command, DeleteCommand):
@@ -192,7 +197,9 @@ class CommandConsumer:
             assert error is not None and decision.delay_ms is not None
             log.info("command_retry_scheduled", error_code=error.code, error=error.message, delay_ms=decision.delay_ms)
             self._metrics.retries.labels(error_code=error.code).inc()
-            await asyncio.sleep(decision.delay_ms / 1000)
+            await park(decision.delay_ms / 1000)
+            if delivery_lost(message):  # no use trying again: the broker delivers it again, in order
+                raise Withdrawn
             attempt += 1
 
     async def _settle(
@@ -262,10 +269,3 @@ class CommandConsumer:
         if command is not None and command.time is not None:
             issued = command.time if command.time.tzinfo else command.time.replace(tzinfo=dt.UTC)
             m.end_to_end.labels(type=command_type).observe(max(0.0, (dt.datetime.now(dt.UTC) - issued).total_seconds()))
-
-    @staticmethod
-    async def _requeue(message: AbstractIncomingMessage) -> None:
-        try:
-            await message.nack(requeue=True)
-        except Exception as exc:  # channel gone: the broker requeues unacked messages by itself
-            log.info("requeue_skipped_channel_closed", error=repr(exc))

@@ -1,61 +1,94 @@
-"""Subscribes to the shard queues this replica holds, one channel each, and keeps each queue's prefetch at
-its share of the replica's in-flight limit (the split itself is ``worker.intake.slots``).
+"""Subscribes to the shard queues this replica holds, one channel each with a fixed prefetch (READ_AHEAD), hands
+every delivery to the dispatcher, runs the commands it starts, and gives queues back without breaking order.
 
-RabbitMQ fixes a consumer's prefetch when it subscribes (a later ``basic.qos`` reaches only later
-consumers), so a new share means subscribing again: cancel, let what the old subscription delivered be
-settled, set the channel's prefetch, consume. The wait matters: if the replica died while two
-subscriptions held messages, RabbitMQ would return each subscription's messages as a group, and the later
-group could come back first. So one queue never has two subscriptions with unsettled messages, and a
-share moves only where it pays (``worth_changing`` and ``share_moves``): a queue shrinks when another needs
-the room and grows when it has more work than its share.
+Order across a give-back rests on how quorum queues return unsettled deliveries (``rabbit_fifo`` in
+RabbitMQ 3.10.8 and 4.0.5; the README's ordering section has the sources):
 
-Every ``interval_s`` (and at once when a shard is taken) the replica reads the ready count of each held
-queue (a passive declare; no message is touched) and re-splits. A share counts from the moment it is
-decided and a shrinking queue's slots count as free only once its messages settle, so the deliveries a
-replica holds never exceed its in-flight limit plus ``HEADROOM`` (one slot an idle queue that just got work
-takes at once, rather than waiting for a busy queue to drain): memory is bounded by configuration, not by
-the backlog.
+* when a channel closes (or its connection or process dies), every delivery it holds goes back to the
+  *head* of the queue, ahead of the ready messages, sorted by the consumer's delivery order, but *behind*
+  deliveries returned earlier and not yet delivered again;
+* a single ``nack(requeue=True)`` puts one delivery at the back of those returns, and after ``basic.cancel``
+  single active consumer makes the next waiting consumer active at once, while the cancelled one still
+  holds its deliveries.
+
+So this module never nacks one delivery and never cancels a subscription that holds any: a queue is given
+back only by closing its channel, once the commands of it that started are done (or cancelled at the end
+of a shutdown's grace); everything else of it is returned in one piece, in order. And every subscription
+has the same prefetch, on every replica: the next holder then receives everything a dead holder returned
+in one go (at most READ_AHEAD deliveries), so no delivery can be returned behind a later one of its queue.
+Changing READ_AHEAD across a running fleet is safe upward only; lower it with the fleet stopped.
+
+Memory: a replica holds at most READ_AHEAD deliveries per held queue. Past READ_AHEAD_BYTES held (running
+commands included), a queue is paused (its channel closed once its running commands are done, everything
+else of it returned as above) until the bytes held fall under half of that, then subscribed again; one
+with nothing started goes first. So the bodies held stay under READ_AHEAD_BYTES plus what runs (at most
+IN_FLIGHT_LIMIT commands). ``dms_worker_read_ahead_paused_queues`` shows it, and a log line each time.
+
+Every ``poll_s`` the depth of each held queue is read (a passive declare) for balancing work between
+replicas and for the gauges; it decides nothing here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
+from worker.amqp.confirms import delivery_lost
 from worker.amqp.routing import tenant_of_routing_key
-from worker.intake.slots import ShardLoad, Subscription, prefetch_per_shard, share_moves
+from worker.intake.consumer import Ending, Incoming, Park
+from worker.intake.dispatcher import Dispatcher, Held
 
 log = structlog.get_logger(__name__)
 
-OnMessage = Callable[[AbstractIncomingMessage, int], Awaitable[None]]
-
-HEADROOM = 1  # deliveries above the in-flight limit, for a queue that got work while every slot was taken
 PROBE_CHANNELS = 4  # queue depths are read over this many channels at once (one request at a time each)
 
 
-@dataclass
+class Subscription(Enum):
+    SUBSCRIBED = "subscribed"
+    CLOSING = "closing"  # given back: waits for its started commands, then closes its channel
+    PAUSED = "paused"  # closed for memory; subscribed again once the read-ahead has room
+    CLOSED = "closed"
+
+
+class Runner(Protocol):
+    """Reads a delivery once and runs its command (``worker.intake.consumer.CommandConsumer``)."""
+
+    def read(self, message: AbstractIncomingMessage, shard: int | None = None) -> Incoming: ...
+
+    async def run(self, incoming: Incoming, park: Park) -> Ending: ...
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    waiting: int  # ready in the queue, as last polled
+    tenant: str | None  # whose command it delivered last
+
+
+@dataclass(eq=False)
 class _Shard:
     number: int
-    queue: AbstractQueue
-    channel: AbstractChannel
-    owned: bool = False  # this replica holds the shard (ShardAssigner says so)
-    tag: str | None = None  # the current subscription; None when not subscribed
-    subscribed: int = 0  # prefetch of the current subscription
-    prefetch: int = 0  # its share: what it is subscribed with, or will be once its re-subscription is done
-    in_flight: int = 0
+    state: Subscription = Subscription.CLOSED
+    channel: AbstractChannel | None = None
+    queue: AbstractQueue | None = None
+    owned: bool = False
+    retake: bool = False  # subscribe again once closed (a give-back after a failed settle)
     waiting: int = 0
     tenant: str | None = None
-    changing: asyncio.Lock = field(default_factory=asyncio.Lock)
-    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing is in flight
+    paused_at: float = 0.0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.settled.set()
+        self.closed.set()
 
 
 class ShardConsumers:
@@ -64,179 +97,242 @@ class ShardConsumers:
         connection: AbstractRobustConnection,
         queue_names: list[str],
         queue_arguments: dict[str, Any],
-        on_message: OnMessage,
-        in_flight_limit: int,
-        interval_s: float = 0.25,
-        tenant_weights: Mapping[str, float] | None = None,
+        consumer: Runner,
+        running_limit: Callable[[], int],
+        read_ahead: int,
+        read_ahead_bytes: int,
+        poll_s: float = 1.0,
         on_taken: Callable[[int], None] | None = None,
+        tenant_weights: Mapping[str, float] | None = None,
     ) -> None:
         self._connection = connection
         self._names = queue_names
         self._arguments = queue_arguments
-        self._on_message = on_message
-        self._limit = in_flight_limit
-        self._interval_s = interval_s
-        self._weights = dict(tenant_weights or {})
+        self._consumer = consumer
+        self.dispatcher: Dispatcher[Incoming] = Dispatcher(
+            self._start, running_limit, tenant_weights, lambda incoming: delivery_lost(incoming.message)
+        )
+        self._read_ahead = read_ahead
+        self._read_ahead_bytes = read_ahead_bytes
+        self._poll_s = poll_s
         self._on_taken = on_taken
         self._shards: dict[int, _Shard] = {}
         self._probes: list[AbstractChannel] = []
-        self._task: asyncio.Task[None] | None = None
-        self._resubscribing: set[asyncio.Task[None]] = set()
-        self._look_soon = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
-    @property
-    def held(self) -> set[int]:
-        return {n for n, shard in self._shards.items() if shard.owned}
+    # --- for the assigner and the gauges ----------------------------------------------------------
 
     def in_flight(self, shard: int) -> int:
+        """Nonzero while the shard's channel is open (a released shard is announced until it is closed)."""
         known = self._shards.get(shard)
-        return known.in_flight if known else 0
+        return 0 if known is None or known.closed.is_set() else max(1, self.dispatcher.held_in(shard))
 
     def backlog(self) -> dict[int, int]:
-        """Ready commands per shard, as last looked at while held (for balancing work between replicas)."""
+        """Ready commands per shard, as last polled while held (for balancing work between replicas)."""
         return {n: s.waiting for n, s in self._shards.items()}
 
-    def loads(self) -> dict[int, ShardLoad]:
-        return {n: ShardLoad(s.waiting, s.in_flight, s.tenant) for n, s in self._shards.items() if s.owned}
+    def loads(self) -> dict[int, QueueDepth]:
+        return {n: QueueDepth(s.waiting, s.tenant) for n, s in self._shards.items() if s.owned}
+
+    @property
+    def paused(self) -> int:
+        return sum(1 for s in self._shards.values() if s.state is Subscription.PAUSED)
+
+    # --- taking and giving back -------------------------------------------------------------------
 
     async def start(self) -> None:
         self._probes = [await self._connection.channel() for _ in range(PROBE_CHANNELS)]
-        self._task = asyncio.create_task(self._loop(), name="shard-slots")
-
-    async def stop(self, timeout_s: float = 2.0) -> None:
-        """Ends re-splitting without cutting a broker request short: aiormq closes a channel whose request
-        is cancelled, and its robust channel would then be reopened under our feet. The loop ends at its next
-        turn; a re-subscription waiting for its queue to settle gives up; one talking to the broker finishes.
-        Only what is still running after ``timeout_s`` is cancelled."""
-        self._stopping.set()
-        self._look_soon.set()
-        tasks = [t for t in (self._task, *self._resubscribing) if t is not None]
-        if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=timeout_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        self._spawn(self._poll(), "shard-depths")
 
     async def take(self, number: int) -> None:
-        shard = self._shards.get(number)
-        if shard is None:
-            channel = await self._connection.channel()
-            try:
-                queue = await channel.declare_queue(self._names[number], durable=True, arguments=self._arguments)
-            except BaseException:
-                with contextlib.suppress(Exception):  # the take is tried again next round, on a new channel
-                    await channel.close()
-                raise
-            shard = self._shards[number] = _Shard(number, queue, channel)
+        shard = self._shards.setdefault(number, _Shard(number))
+        if not shard.closed.is_set():  # still closing from an earlier release: it is subscribed again after
+            shard.owned = shard.retake = True
+            return
         if self._on_taken is not None:
             self._on_taken(number)  # before the first delivery: what was known of its documents may be stale
         shard.owned = True
-        self._look_soon.set()  # its share comes with the next split, right away
+        await self._subscribe(shard)
 
     async def release(self, number: int) -> None:
         shard = self._shards[number]
-        shard.owned = False
-        shard.prefetch = 0  # its slots come free as its in-flight messages settle
-        async with shard.changing:
-            tag, shard.tag, shard.subscribed = shard.tag, None, 0
-            if tag is not None:
-                try:
-                    await shard.queue.cancel(tag)
-                except Exception as exc:  # channel closed: the broker has dropped the subscription already
-                    log.info("shard_cancel_failed", shard=number, error=repr(exc))
+        shard.owned = shard.retake = False
+        self._give_back(shard, Subscription.CLOSING)
+
+    async def stop(self, grace_s: float) -> None:
+        """For shutdown (after the assigner released every shard): waits up to ``grace_s`` for started
+        commands to finish, then cancels the rest; every channel is closed, which returns what is unsettled."""
+        self._stopping = True
+        for shard in self._shards.values():
+            shard.owned = shard.retake = False
+            if shard.state is not Subscription.CLOSED:
+                self._give_back(shard, Subscription.CLOSING)
+        waits = [asyncio.ensure_future(s.closed.wait()) for s in self._shards.values()]
+        if waits:
+            _done, late = await asyncio.wait(waits, timeout=grace_s)
+            for wait in late:
+                wait.cancel()
+        running = [task for shard in self._shards.values() for task in shard.tasks]
+        if running:
+            log.info("drain_grace_over", cancelled=len(running))
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=5)
+        for shard in self._shards.values():
+            await self._close(shard)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _give_back(self, shard: _Shard, state: Subscription) -> None:
+        if shard.state in {Subscription.CLOSED, Subscription.PAUSED}:
+            shard.state = Subscription.CLOSED if state is Subscription.CLOSING else shard.state
+            return
+        shard.state = state
+        self.dispatcher.withdraw(shard.number)
+        self._close_when_idle(shard)
+
+    def _close_when_idle(self, shard: _Shard) -> None:
+        if shard.state in {Subscription.CLOSING, Subscription.PAUSED} and not self.dispatcher.started(shard.number):
+            self._spawn(self._close_and_maybe_retake(shard), f"close-{shard.number}")
+
+    async def _close_and_maybe_retake(self, shard: _Shard) -> None:
+        paused = shard.state is Subscription.PAUSED
+        await self._close(shard)
+        if paused:
+            shard.state, shard.paused_at = Subscription.PAUSED, time.monotonic()
+            self._resume_paused()  # the read-ahead may have emptied while the channel closed
+        elif shard.retake and shard.owned and not self._stopping:
+            shard.retake = False
+            await self._subscribe(shard)
 
     async def _subscribe(self, shard: _Shard) -> None:
-        """Brings the subscription in line with the shard's share (0: unsubscribed), whatever the share
-        is by the time this runs."""
-        async with shard.changing:
-            if shard.tag is not None and shard.subscribed == shard.prefetch:
-                return
-            if shard.tag is not None:
-                tag, shard.tag, shard.subscribed = shard.tag, None, 0
-                await shard.queue.cancel(tag)
-            # See the module docstring: never two subscriptions with unsettled messages.
-            await _first_of(shard.settled, self._stopping)
-            if not shard.owned or self._stopping.is_set():  # released or stopping meanwhile: stays unsubscribed
-                return
-            prefetch = shard.prefetch
-            if prefetch:
-                await shard.channel.set_qos(prefetch_count=prefetch)
-                shard.tag = await shard.queue.consume(self._deliverer(shard))
-                shard.subscribed = prefetch
+        channel = await self._connection.channel()
+        try:
+            queue = await channel.declare_queue(self._names[shard.number], durable=True, arguments=self._arguments)
+            await channel.set_qos(prefetch_count=self._read_ahead)
+            shard.channel, shard.queue = channel, queue
+            shard.state = Subscription.SUBSCRIBED
+            shard.closed.clear()
+            await queue.consume(functools.partial(self._deliver, shard, channel))
+        except BaseException:
+            shard.state, shard.channel = Subscription.CLOSED, None
+            shard.closed.set()
+            with contextlib.suppress(Exception):  # the take is tried again next round, on a new channel
+                await channel.close()
+            raise
 
-    def _deliverer(self, shard: _Shard) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-        async def deliver(message: AbstractIncomingMessage) -> None:
-            # No await before on_message: it takes the document's lock in delivery order.
-            shard.in_flight += 1
-            shard.settled.clear()
-            shard.tenant = tenant_of_routing_key(message.routing_key or "")
+    async def _close(self, shard: _Shard) -> None:
+        channel, shard.channel, shard.queue = shard.channel, None, None
+        if shard.state is not Subscription.PAUSED:
+            shard.state = Subscription.CLOSED
+        if channel is not None:
             try:
-                await self._on_message(message, shard.number)
-            finally:
-                shard.in_flight -= 1
-                if not shard.in_flight:
-                    shard.settled.set()
-                if shard.in_flight >= shard.prefetch:  # above its share (shrinking or given up): a slot came
-                    self._look_soon.set()  # free for a queue waiting for one, which need not wait a whole interval
+                await channel.close()  # the broker returns the channel's unsettled deliveries, in order
+            except Exception as exc:  # connection gone: the broker has returned them already
+                log.info("shard_channel_close_failed", shard=shard.number, error=repr(exc))
+        shard.closed.set()
 
-        return deliver
+    # --- deliveries and the commands the dispatcher starts ----------------------------------------
 
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that meets the event.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval_s):
-                    await self._look_soon.wait()
-            self._look_soon.clear()
-            if self._stopping.is_set():
-                return
+    async def _deliver(self, shard: _Shard, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        if shard.state is not Subscription.SUBSCRIBED or shard.channel is not channel:
+            return  # given back meanwhile: left unsettled, the channel's close returns it in order
+        shard.tenant = tenant_of_routing_key(message.routing_key or "")
+        incoming = self._consumer.read(message, shard.number)
+        self.dispatcher.offer(
+            Held(incoming, shard.number, incoming.document, shard.tenant or "", len(message.body or b""))
+        )
+        self._mind_memory()
+
+    def _start(self, held: Held[Incoming]) -> None:
+        shard = self._shards[held.queue]
+        task = asyncio.create_task(self._run(shard, held), name=f"command-{held.queue}")
+        shard.tasks.add(task)
+        task.add_done_callback(shard.tasks.discard)
+
+    async def _run(self, shard: _Shard, held: Held[Incoming]) -> None:
+        ending = Ending.WITHDRAWN
+        try:
+            ending = await self._consumer.run(held.payload, functools.partial(self.dispatcher.park, held))
+        finally:
+            self.dispatcher.finished(held)
+            if ending is Ending.GIVE_BACK and shard.state is Subscription.SUBSCRIBED:
+                shard.retake = shard.owned
+                self._give_back(shard, Subscription.CLOSING)
+            self._close_when_idle(shard)
+            self._resume_paused()
+
+    # --- memory -----------------------------------------------------------------------------------
+
+    def _mind_memory(self) -> None:
+        """Past READ_AHEAD_BYTES, one subscribed queue is paused: one with nothing started if any (nothing is
+        lost), else the one holding most (its waiting and parked commands go back; its running ones finish)."""
+        if self.dispatcher.held_bytes <= self._read_ahead_bytes:
+            return
+        subscribed = [
+            s
+            for s in self._shards.values()
+            if s.state is Subscription.SUBSCRIBED and self.dispatcher.bytes_in(s.number)
+        ]
+        if subscribed:
+            largest = max(
+                subscribed, key=lambda s: (not self.dispatcher.started(s.number), self.dispatcher.bytes_in(s.number))
+            )
+            log.info(
+                "read_ahead_full_queue_paused",
+                shard=largest.number,
+                held_bytes=self.dispatcher.held_bytes,
+                read_ahead_bytes=self._read_ahead_bytes,
+            )
+            self._give_back(largest, Subscription.PAUSED)
+
+    def _resume_paused(self) -> None:
+        if self._stopping or self.dispatcher.held_bytes >= self._read_ahead_bytes // 2:
+            return
+        paused = [s for s in self._shards.values() if s.state is Subscription.PAUSED and s.closed.is_set()]
+        if paused:
+            shard = min(paused, key=lambda s: s.paused_at)
+            shard.state = Subscription.CLOSED
+            log.info("read_ahead_queue_resumed", shard=shard.number, held_bytes=self.dispatcher.held_bytes)
+            if shard.owned:
+                self._spawn(self._subscribe(shard), f"resume-{shard.number}")
+
+    # --- depths -----------------------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        while True:
             try:
-                await self.resplit()
+                await self._read_depths()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker trouble: the robust connection recovers; try next round
-                log.warning("slot_split_failed", error=repr(exc))
+                log.warning("queue_depths_failed", error=repr(exc))
+            await asyncio.sleep(self._poll_s)
 
-    async def resplit(self) -> None:
-        """Reads the held queues' depths and moves each queue towards its share of the in-flight limit,
-        shrinking first: a share only grows into slots that are free now (a shrinking queue's slots come
-        free as its messages settle), so deliveries never exceed the limit plus ``HEADROOM``."""
-        held = {n: s for n, s in self._shards.items() if s.owned}
+    async def _read_depths(self) -> None:
+        held = [s for s in self._shards.values() if s.owned]
         if not held or not self._probes:
             return
         underlays = [await probe.get_underlay_channel() for probe in self._probes]
 
         async def look(probe: int) -> None:
-            for shard in list(held.values())[probe :: len(underlays)]:
+            for shard in held[probe :: len(underlays)]:
                 with contextlib.suppress(Exception):  # a queue deleted under us: its consumer goes too
-                    declared = await underlays[probe].queue_declare(shard.queue.name, passive=True)
+                    declared = await underlays[probe].queue_declare(self._names[shard.number], passive=True)
                     shard.waiting = declared.message_count or 0
 
         await asyncio.gather(*(look(p) for p in range(len(underlays))))
-        targets = prefetch_per_shard(self._limit, self.loads(), self._weights)
-        queues = {
-            n: Subscription(s.prefetch, s.in_flight, s.waiting if s.owned else 0, s.changing.locked() or not s.owned)
-            for n, s in self._shards.items()
-        }
-        if self._stopping.is_set():
-            return
-        for number, prefetch in share_moves(self._limit, queues, targets, HEADROOM).items():
-            self._resubscribe(self._shards[number], prefetch)  # may have been taken during the look
 
-    def _resubscribe(self, shard: _Shard, prefetch: int) -> None:
-        shard.prefetch = prefetch  # the share counts from now: no slot is handed out twice
-        # Each queue drains on its own: a slow one must not hold up the others' new shares.
-        task = asyncio.create_task(self._subscribe(shard), name=f"resubscribe-{shard.number}")
-        self._resubscribing.add(task)
-        task.add_done_callback(self._resubscribing.discard)
+    def _spawn(self, work: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
 
 
-async def _first_of(*events: asyncio.Event) -> None:
-    """Returns once any of the events is set."""
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("shard_task_failed", task=task.get_name(), error=repr(task.exception()))

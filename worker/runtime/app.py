@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import cast
@@ -36,9 +35,8 @@ from worker.dms.tokens import TokenCache
 from worker.errors import UnknownTenant
 from worker.intake.concurrency import AdaptiveLimit
 from worker.intake.consumer import CommandConsumer
-from worker.intake.fair_gate import FairGate
 from worker.intake.ownership import ShardAssigner
-from worker.intake.shard_consumers import HEADROOM, ShardConsumers
+from worker.intake.shard_consumers import ShardConsumers
 from worker.results.events import ResultPublisher
 from worker.runtime import health, logs
 from worker.runtime.metrics import WorkerMetrics
@@ -148,7 +146,7 @@ class Worker:
         self.consumer: CommandConsumer | None = None
         self.http_port: int | None = None
         self.concurrency: AdaptiveLimit | None = None
-        self._shards: ShardConsumers | None = None
+        self.intake: ShardConsumers | None = None
         self._health: web.AppRunner | None = None
         self._assigner: ShardAssigner | None = None
 
@@ -167,17 +165,15 @@ class Worker:
             ca_bundle=s.ca_bundle,
             on_fetch_failed=self.metrics.token_fetch_failures.inc,
         )
-        # As many commands run at once as DMS answers without queueing (at most every delivery held).
-        limit = self.concurrency = AdaptiveLimit(maximum=s.in_flight_limit + HEADROOM, minimum=s.concurrency_min)
-        gate = FairGate(lambda: limit.limit, s.tenant_weights)
-        self.metrics.watch_concurrency(lambda: limit.limit, lambda: gate.waiting)
+        # As many commands run at once as DMS answers without queueing (at most IN_FLIGHT_LIMIT).
+        limit = self.concurrency = AdaptiveLimit(maximum=s.in_flight_limit, minimum=s.concurrency_min)
 
         def observe(operation: str, status: int, seconds: float, body_bytes: int) -> None:
             self.metrics.observe_dms_request(operation, status, seconds)
-            if s.adaptive_concurrency:
-                limit.note_running(gate.running)
+            if s.adaptive_concurrency and self.intake is not None:
+                limit.note_running(self.intake.dispatcher.running)
                 if limit.observe(operation, seconds, status, body_bytes, time.monotonic()):
-                    gate.wake()
+                    self.intake.dispatcher.wake()
 
         clients = self.dms_clients = DmsClients(s, self.http, self.tokens, observe)
         handlers = Handlers(s, clients, TenantRepositories(), self.http, self.spool)
@@ -188,28 +184,31 @@ class Worker:
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         declared = await topology.declare(channel, s)
         results = cast(AbstractExchange, ConfirmingExchange(declared.result_exchange))  # resent if unconfirmed
-        self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(results), gate, self.metrics)
-        self._shards = ShardConsumers(
+        self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(results), self.metrics)
+        shards = self.intake = ShardConsumers(
             self.connection,
             declared.shard_queue_names,
             topology.command_queue_arguments(s),
-            self.consumer.on_message,
-            in_flight_limit=s.in_flight_limit,
-            interval_s=s.slot_interval_s,
+            self.consumer,
+            running_limit=lambda: limit.limit,  # stays at IN_FLIGHT_LIMIT unless ADAPTIVE_CONCURRENCY moves it
             tenant_weights=s.tenant_weights,
+            read_ahead=s.read_ahead,
+            read_ahead_bytes=s.read_ahead_bytes,
+            poll_s=s.queue_poll_s,
             on_taken=handlers.forget_shard,
         )
-        self.metrics.watch_shards(self._shards.loads)
-        await self._shards.start()
+        self.metrics.watch_shards(shards.loads)
+        self.metrics.watch_intake(shards.dispatcher, lambda: limit.limit, lambda: shards.paused)
+        await shards.start()
         assigner = self._assigner = ShardAssigner(
             channel,
             members_exchange_name(s.command_queue),
             s.shard_count,
-            take=self._shards.take,
-            release=self._shards.release,
-            in_flight=self._shards.in_flight,
+            take=shards.take,
+            release=shards.release,
+            in_flight=shards.in_flight,
             heartbeat_s=s.membership_heartbeat_s,
-            backlog=self._shards.backlog,
+            backlog=shards.backlog,
             work_low_water=s.in_flight_limit,
         )
         await self._assigner.start()
@@ -242,19 +241,13 @@ class Worker:
             await self.dms_clients.check_ready()
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Stop taking messages, let in-flight ones finish within the grace period, requeue the rest, close."""
+        """Stop taking commands, let started ones finish within the grace period, give the rest back, close."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        if self._shards is not None:
-            await self._shards.stop()  # no more re-splitting
         if self._assigner is not None:
             await self._assigner.release_all()  # heartbeats go on: nobody takes our shards while we drain
-        if self.consumer is not None and self.consumer.in_flight:
-            log.info("draining", in_flight=len(self.consumer.in_flight), grace_s=grace)
-            _done, pending = await asyncio.wait(set(self.consumer.in_flight), timeout=grace)
-            for task in pending:  # each nack-requeues its message as it is cancelled
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+        if self.intake is not None:
+            log.info("draining", running=self.intake.dispatcher.running, grace_s=grace)
+            await self.intake.stop(grace)  # closing each channel returns its unsettled deliveries, in order
         if self._assigner is not None:
             await self._assigner.stop()
         if self._health is not None:

@@ -28,7 +28,7 @@ UNKNOWN_TENANT = "unknown"
 
 
 class QueueLoad(Protocol):
-    """One held shard queue as last polled (``worker.intake.slots.ShardLoad``)."""
+    """One held shard queue as last polled (``worker.intake.shard_consumers.QueueDepth``)."""
 
     @property
     def waiting(self) -> int: ...
@@ -38,6 +38,22 @@ class QueueLoad(Protocol):
 
 
 LoadSource = Callable[[], Mapping[int, QueueLoad]]
+
+
+class IntakeView(Protocol):
+    """What the gauges read of the dispatcher (``worker.intake.dispatcher.Dispatcher``)."""
+
+    @property
+    def runnable(self) -> int: ...
+
+    @property
+    def held_back(self) -> int: ...
+
+    @property
+    def held(self) -> int: ...
+
+    parked: int
+    held_bytes: int
 
 
 def tenant_commands(
@@ -144,12 +160,35 @@ class WorkerMetrics:
         self.oldest_in_flight.set_function(self._oldest_in_flight)
         self.concurrency_limit = Gauge(
             "dms_worker_concurrency_limit",
-            "Commands this replica runs against DMS at once now (adaptive, at most IN_FLIGHT_LIMIT)",
+            "Commands this replica runs at once now (adaptive, at most IN_FLIGHT_LIMIT)",
             registry=self.registry,
         )
         self.waiting_for_slot = Gauge(
             "dms_worker_commands_waiting_for_slot",
-            "Commands delivered to this replica and waiting for a slot under the concurrency limit",
+            "Held commands free to run (nothing earlier of their document pending) waiting under the limit",
+            registry=self.registry,
+        )
+        self.held_back = Gauge(
+            "dms_worker_commands_held_back",
+            "Held commands waiting for an earlier command of their own document",
+            registry=self.registry,
+        )
+        self.parked = Gauge(
+            "dms_worker_commands_parked",
+            "Commands sleeping in retry backoff (not counted as running)",
+            registry=self.registry,
+        )
+        self.read_ahead = Gauge(
+            "dms_worker_read_ahead_commands",
+            "Deliveries this replica holds unsettled (at most READ_AHEAD per held shard queue)",
+            registry=self.registry,
+        )
+        self.read_ahead_bytes = Gauge(
+            "dms_worker_read_ahead_bytes", "Body bytes of the deliveries this replica holds", registry=self.registry
+        )
+        self.read_ahead_paused = Gauge(
+            "dms_worker_read_ahead_paused_queues",
+            "Held shard queues paused because the read-ahead reached READ_AHEAD_BYTES",
             registry=self.registry,
         )
         self._view = _ReplicaView(lambda: [tenant for _, tenant in self._since.values()])
@@ -170,9 +209,15 @@ class WorkerMetrics:
         """Where the shard-queue gauges come from: the held shards' loads as last polled."""
         self._view.source = loads
 
-    def watch_concurrency(self, limit: Callable[[], int], waiting: Callable[[], int]) -> None:
+    def watch_intake(self, intake: IntakeView, limit: Callable[[], int], paused: Callable[[], int]) -> None:
+        """Where the intake gauges come from: the dispatcher's counts, the running limit, paused queues."""
         self.concurrency_limit.set_function(limit)
-        self.waiting_for_slot.set_function(waiting)
+        self.waiting_for_slot.set_function(lambda: intake.runnable)
+        self.held_back.set_function(lambda: intake.held_back)
+        self.parked.set_function(lambda: intake.parked)
+        self.read_ahead.set_function(lambda: intake.held)
+        self.read_ahead_bytes.set_function(lambda: intake.held_bytes)
+        self.read_ahead_paused.set_function(paused)
 
     def command_started(self, tenant: str | None) -> object:
         """Returns the key to pass to ``command_finished``."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,31 +249,9 @@ def test_inline_content_is_base64(handlers: Handlers) -> None:
     assert base64.b64decode(command.data.content_base64 or "") == b"abc"
 
 
-def turn_recorded_in(dms: FakeDms) -> Callable[[], contextlib.AbstractAsyncContextManager[None]]:
-    @contextlib.asynccontextmanager
-    async def turn() -> AsyncIterator[None]:
-        dms.calls.append("turn(")
-        yield
-        dms.calls.append(")turn")
-
-    return turn
-
-
-async def test_every_dms_call_happens_in_the_turn_and_a_refused_upload_takes_none(
-    handlers: Handlers, dms: FakeDms
-) -> None:
-    turn = turn_recorded_in(dms)
-    doc = uuid.uuid4()
+async def test_a_refused_upload_makes_no_dms_call(handlers: Handlers, dms: FakeDms) -> None:
     with pytest.raises(FileTooLarge):
         await handlers.handle_upload(
-            upload_command(TENANT, doc, "a.txt", "text/plain", b"x" * 2000), Delivery("c0", 1, False, dms_turn=turn)
+            upload_command(TENANT, uuid.uuid4(), "a.txt", "text/plain", b"x" * 2000), Delivery("c0", 1, False)
         )
     assert dms.calls == []
-    await handlers.handle_upload(
-        upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), Delivery("c1", 1, False, dms_turn=turn)
-    )
-    await handlers.handle_delete(delete_command(TENANT, doc), Delivery("c2", 1, False, dms_turn=turn))
-    assert dms.calls == [
-        *("turn(", "listRepositories", "createRepository", "createDocument", ")turn"),
-        *("turn(", "delete", ")turn"),
-    ]

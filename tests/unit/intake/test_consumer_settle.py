@@ -1,5 +1,6 @@
 """How the consumer settles a message, with fakes for the incoming message, the channel, the event publisher
-and the handlers (no sockets): the outcome is made durable first, and only then is the message acked."""
+and the handlers (no sockets): the outcome is made durable first, and only then is the message acked; a
+message is never nacked (its queue is given back instead)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from worker.amqp.routing import command_destination
 from worker.commands.handlers import Delivery
 from worker.contracts import CloudEvent, DeleteSucceededData, UploadCommand, UploadSucceededData
 from worker.errors import DmsUnavailable, FileTooLarge
-from worker.intake.consumer import CommandConsumer
-from worker.intake.fair_gate import FairGate
+from worker.intake.consumer import CommandConsumer, Ending
+from worker.intake.dispatcher import Withdrawn
 from worker.producer import upload_command
 from worker.results.events import to_message
 from worker.settings import Settings
@@ -156,13 +157,16 @@ def rig(
     handlers = FakeHandlers(behaviour)
     publisher = FakePublisher(journal, fail_with=publish_fails)
     channel = FakeChannel(FakeExchange(journal))
-    gate = FairGate(lambda: settings.in_flight_limit)  # one command at a time here: never waits
-    consumer = CommandConsumer(settings, channel, handlers, publisher, gate)  # type: ignore[arg-type]
+    consumer = CommandConsumer(settings, channel, handlers, publisher)  # type: ignore[arg-type]
     return Rig(journal, command, message, handlers, publisher, consumer, settings)
 
 
-async def settle(r: Rig) -> None:
-    await r.consumer.on_message(r.message)  # type: ignore[arg-type]
+async def settle(r: Rig, parked: list[float] | None = None) -> Ending:
+    async def park(delay_s: float) -> None:  # the dispatcher's park, without the dispatcher
+        if parked is not None:
+            parked.append(delay_s)
+
+    return await r.consumer.run(r.consumer.read(r.message), park)  # type: ignore[arg-type]
 
 
 class TestSettle:
@@ -170,10 +174,9 @@ class TestSettle:
 
     async def test_success_publishes_the_event_then_acks(self) -> None:
         r = rig(succeed)
-        await settle(r)
+        assert await settle(r) is Ending.SETTLED
         assert r.journal == [("event", "dms.upload.succeeded"), ("ack",)]
         assert [d.attempt for d in r.handlers.deliveries] == [1]
-        assert r.consumer.in_flight == set()
 
     async def test_a_permanent_failure_publishes_a_failed_event_then_acks_without_retrying(self) -> None:
         r = rig(fail_with(FileTooLarge("too big")))
@@ -184,13 +187,15 @@ class TestSettle:
         assert (event.data.retried, event.data.dead_lettered, event.data.attempts) == (False, False, 1)
         assert len(r.handlers.deliveries) == 1
 
-    async def test_a_transient_failure_with_attempts_left_is_retried_in_place(self) -> None:
+    async def test_a_transient_failure_with_attempts_left_is_parked_then_retried(self) -> None:
         def flaky(attempt: int) -> None:
             if attempt == 1:
                 raise DmsUnavailable("503")
 
         r = rig(flaky)
-        await settle(r)
+        parked: list[float] = []
+        await settle(r, parked)
+        assert parked == [0.001]  # the first retry delay, slept in the dispatcher's park
         assert r.journal == [("event", "dms.upload.succeeded"), ("ack",)]
         assert [d.attempt for d in r.handlers.deliveries] == [1, 2]
         assert r.handlers.deliveries[1].may_have_written
@@ -249,12 +254,13 @@ class TestSettle:
         assert r.journal == [("event", "dms.upload.failed"), ("ack",)]
         assert "nested too deeply" in r.publisher.events[0].data.error.message
 
-    async def test_an_event_the_broker_does_not_take_leaves_the_message_unacked_and_requeued(self) -> None:
+    async def test_an_event_the_broker_does_not_take_leaves_the_message_unacked_for_a_give_back(self) -> None:
         r = rig(succeed, publish_fails=ConnectionError("broker gone"))
-        await settle(r)  # waits 1 s before requeueing, so a broker in trouble sees no hot loop
-        assert r.journal == [("nack", True)]
+        # waits 1 s first, so a broker in trouble sees no hot loop
+        assert await settle(r) is Ending.GIVE_BACK
+        assert r.journal == []  # neither acked nor nacked: closing its queue's channel returns it in order
 
-    async def test_cancelling_the_task_at_shutdown_requeues_the_message(self) -> None:
+    async def test_cancelling_the_task_at_shutdown_leaves_the_message_unsettled(self) -> None:
         started = asyncio.Event()
 
         async def hang() -> None:
@@ -264,9 +270,16 @@ class TestSettle:
         r = rig(lambda _attempt: hang())
         task = asyncio.create_task(settle(r))
         await started.wait()
-        assert r.consumer.in_flight  # shutdown finds the task here
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert r.journal == [("nack", True)]
-        assert r.consumer.in_flight == set()
+        assert r.journal == []  # no nack: the channel's close returns it with the rest, in order
+
+    async def test_a_withdrawn_queue_ends_a_parked_command_unsettled(self) -> None:
+        r = rig(fail_with(DmsUnavailable("503")))
+
+        async def withdrawn(_delay_s: float) -> None:
+            raise Withdrawn
+
+        assert await r.consumer.run(r.consumer.read(r.message), withdrawn) is Ending.WITHDRAWN  # type: ignore[arg-type]
+        assert r.journal == [] and len(r.handlers.deliveries) == 1

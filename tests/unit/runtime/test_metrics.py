@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from worker.intake.slots import ShardLoad
+from worker.intake.shard_consumers import QueueDepth
 from worker.runtime.metrics import TOP_TENANTS, WorkerMetrics, tenant_commands
 
 
@@ -16,11 +16,11 @@ class TestTenantCommands:
     """Top tenants by demand, the rest summed as ``other``: bounded whatever the number of tenants."""
 
     def test_waiting_goes_to_the_queue_head_and_in_flight_is_counted_exactly(self) -> None:
-        loads = {0: ShardLoad(5, 2, "a"), 1: ShardLoad(3, 0, "b"), 2: ShardLoad(0, 0, None)}
+        loads = {0: QueueDepth(5, "a"), 1: QueueDepth(3, "b"), 2: QueueDepth(0, None)}
         assert tenant_commands(loads, ["a", "a", "b"]) == {"a": (5, 2), "b": (3, 1), "unknown": (0, 0)}
 
     def test_beyond_the_top_tenants_the_rest_is_other(self) -> None:
-        loads = {i: ShardLoad(100 - i, 0, f"t{i:02}") for i in range(25)}
+        loads = {i: QueueDepth(100 - i, f"t{i:02}") for i in range(25)}
         result = tenant_commands(loads, ["t24"])
         assert len(result) == TOP_TENANTS + 1
         assert set(result) - {"other"} == {f"t{i:02}" for i in range(TOP_TENANTS)}
@@ -30,7 +30,7 @@ class TestTenantCommands:
 def test_shard_gauges_are_read_from_the_held_shards_at_scrape_time() -> None:
     metrics = WorkerMetrics()
     assert sample(metrics, "dms_worker_shards_held") == 0
-    loads = {0: ShardLoad(4, 1, "a"), 3: ShardLoad(6, 0, "b")}
+    loads = {0: QueueDepth(4, "a"), 3: QueueDepth(6, "b")}
     metrics.watch_shards(lambda: loads)
     key = metrics.command_started("a")
     assert sample(metrics, "dms_worker_shards_held") == 2

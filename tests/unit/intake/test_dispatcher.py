@@ -1,0 +1,145 @@
+"""The dispatcher decides what runs next (no broker): per-document order, a place per running command that a
+retry backoff gives up, tenants served fairly, and a withdrawn queue leaving without a trace."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from worker.intake.dispatcher import Dispatcher, Held, State, Withdrawn
+
+
+class Rig:
+    def __init__(self, limit: int = 10, lost: set[str] | None = None) -> None:
+        self.limit = limit
+        self.started: list[str] = []
+        self.held: dict[str, Held[str]] = {}
+        self.lost = lost or set()
+        self.dispatcher: Dispatcher[str] = Dispatcher(
+            lambda held: self.started.append(held.payload), lambda: self.limit, is_lost=lambda p: p in self.lost
+        )
+
+    def offer(self, name: str, document: str | None = None, tenant: str = "t", queue: int = 0, size: int = 1) -> None:
+        """``name`` like "X1": document X unless given."""
+        doc = name[0] if document is None else document
+        held = self.held[name] = Held(name, queue, doc or None, tenant, size)
+        self.dispatcher.offer(held)
+
+    def finish(self, name: str) -> None:
+        self.dispatcher.finished(self.held[name])
+
+
+class TestOrder:
+    """A command waits only for earlier commands of its own document."""
+
+    def test_a_document_runs_one_command_at_a_time_in_delivery_order(self) -> None:
+        r = Rig()
+        for name in ("X1", "X2", "Y1", "X3"):
+            r.offer(name)
+        assert r.started == ["X1", "Y1"]
+        assert r.dispatcher.held_back == 2
+        r.finish("X1")
+        assert r.started == ["X1", "Y1", "X2"]
+        r.finish("X2")
+        assert r.started[-1] == "X3"
+
+    def test_a_command_naming_no_document_waits_for_nobody(self) -> None:
+        r = Rig()
+        r.offer("X1")
+        r.offer("?1", document="")
+        r.offer("?2", document="")
+        assert r.started == ["X1", "?1", "?2"]
+
+
+class TestLimit:
+    def test_no_more_run_than_the_limit_and_a_finished_one_makes_room(self) -> None:
+        r = Rig(limit=2)
+        for name in ("A1", "B1", "C1"):
+            r.offer(name)
+        assert r.started == ["A1", "B1"] and r.dispatcher.runnable == 1
+        r.finish("B1")
+        assert r.started == ["A1", "B1", "C1"] and r.dispatcher.running == 2
+
+    async def test_a_parked_command_gives_up_its_place_and_holds_back_only_its_document(self) -> None:
+        r = Rig(limit=1)
+        r.offer("X1")
+        r.offer("X2")
+        r.offer("Y1")
+        assert r.started == ["X1"]
+        parked = asyncio.create_task(r.dispatcher.park(r.held["X1"], 0.05))
+        await asyncio.sleep(0)
+        assert r.started == ["X1", "Y1"]  # X1's backoff holds no place; X2 stays behind X1
+        assert (r.dispatcher.parked, r.dispatcher.held_back) == (1, 1)
+        r.offer("Z1")  # newer than X1: X1 goes first once its backoff is over
+        await asyncio.sleep(0.1)
+        assert not parked.done()  # Y1 still runs: X1 waits for the place
+        r.finish("Y1")
+        await parked
+        assert r.held["X1"].state is State.RUNNING and r.started == ["X1", "Y1"]
+        r.finish("X1")
+        assert r.started == ["X1", "Y1", "X2"]  # X2 before Z1: it arrived first
+
+    def test_a_lost_delivery_is_dropped_without_taking_a_place(self) -> None:
+        r = Rig(limit=1, lost={"X1"})
+        r.offer("X1")
+        r.offer("X2")
+        assert r.started == ["X2"] and r.dispatcher.held == 1
+
+
+class TestFairness:
+    def test_the_next_place_goes_to_the_tenant_with_fewest_running(self) -> None:
+        r = Rig(limit=2)
+        for n in range(1, 6):
+            r.offer(f"A{n}", document=f"a{n}", tenant="A")
+        r.offer("B1", document="b1", tenant="B")
+        assert r.started == ["A1", "A2"]
+        r.finish("A1")
+        assert r.started[-1] == "B1"  # A has one running, B none: B's one command goes before A3
+
+    def test_weights_share_the_places(self) -> None:
+        r = Rig(limit=0)  # everything is held before the places open
+        r.dispatcher = Dispatcher(lambda held: r.started.append(held.payload), lambda: r.limit, {"A": 3.0})
+        for n in range(1, 6):
+            r.offer(f"A{n}", document=f"a{n}", tenant="A")
+            r.offer(f"B{n}", document=f"b{n}", tenant="B")
+        r.limit = 4
+        r.dispatcher.wake()
+        assert sorted(name[0] for name in r.started) == ["A", "A", "A", "B"]
+
+
+class TestWithdraw:
+    async def test_a_withdrawn_queue_leaves_its_waiting_commands_and_wakes_its_parked_one(self) -> None:
+        r = Rig(limit=5)
+        r.offer("X1", queue=1, size=10)
+        r.offer("X2", queue=1, size=20)
+        r.offer("Y1", queue=2, size=5)
+        parked = asyncio.create_task(r.dispatcher.park(r.held["X1"], 30))
+        await asyncio.sleep(0)
+        r.dispatcher.withdraw(1)
+        with pytest.raises(Withdrawn):
+            await parked
+        assert r.dispatcher.started(1) == 1  # X1 is still held until the runner says it is finished
+        r.finish("X1")
+        assert r.dispatcher.held == 1 and r.dispatcher.held_bytes == 5 and r.dispatcher.started(1) == 0
+        assert r.started == ["X1", "Y1"]  # X2 never ran
+
+    async def test_a_running_command_of_a_withdrawn_queue_may_not_park(self) -> None:
+        r = Rig()
+        r.offer("X1")
+        r.dispatcher.withdraw(0)
+        with pytest.raises(Withdrawn):
+            await r.dispatcher.park(r.held["X1"], 1)
+        r.finish("X1")
+        assert r.dispatcher.running == 0 and r.dispatcher.held == 0
+
+    async def test_shutdown_cancelling_a_parked_command_is_a_cancel_not_a_withdrawal(self) -> None:
+        r = Rig()
+        r.offer("X1")
+        parked = asyncio.create_task(r.dispatcher.park(r.held["X1"], 30))
+        await asyncio.sleep(0)
+        parked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await parked
+        r.finish("X1")
+        assert (r.dispatcher.running, r.dispatcher.parked, r.dispatcher.held) == (0, 0, 0)
