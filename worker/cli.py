@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import mimetypes
 import signal
 import sys
+import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NoReturn, TextIO, TypeAlias
 
 import aio_pika
 import structlog
@@ -38,7 +40,15 @@ from worker.producer import (
     upload_command_by_url,
 )
 from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection
-from worker.results.following import KINDS, OUTCOMES, EventFilter, ResultSubscription, succeeded
+from worker.results.following import (
+    KINDS,
+    NOTICES,
+    OUTCOMES,
+    EventFilter,
+    ResultSubscription,
+    describe_notice,
+    succeeded,
+)
 from worker.runtime import event_loop, logs, preflight, telemetry
 from worker.runtime.app import Worker
 from worker.runtime.progress import progress_for
@@ -176,20 +186,57 @@ async def publish(settings: Settings, command: Command, wait_s: float | None = N
         print_json({"command_id": command.id, "type": command.type, "document_id": str(command.data.document_id)})
         if subscription is None:
             return EXIT_OK
-        try:
-            event = await subscription.next_event(wait_s)
-        except TimeoutError:
-            raise CliError(
-                f"no result for command {command.id} within {wait_s:g} s (it stays queued): is a worker running? "
-                "Raise --timeout or follow it with `python -m worker results`",
-                EXIT_TIMEOUT,
-            ) from None
+        notices: list[str] = []
+        with waiting_display(sys.stderr) as show:
+            try:
+                event = await subscription.outcome(wait_s, lambda notice: show(remember(notices, notice)))
+            except TimeoutError:
+                doing = f"the worker is retrying it ({notices[-1]})" if notices else "is a worker running?"
+                raise CliError(
+                    f"no result for command {command.id} within {wait_s:g} s (it stays queued): {doing} "
+                    "Raise --timeout or follow it with `python -m worker results`",
+                    EXIT_TIMEOUT,
+                ) from None
     print_json(event)
     if succeeded(event):
         return EXIT_OK
     error = event.get("data", {}).get("error", {})
     print(f"{event.get('type')}: {error.get('code')}: {error.get('message')}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def remember(notices: list[str], notice: dict[str, Any]) -> str:
+    notices.append(describe_notice(notice))
+    return notices[-1]
+
+
+@contextlib.contextmanager
+def waiting_display(stream: TextIO) -> Iterator[Callable[[str], None]]:
+    """Shows lines as they come; on a terminal also the seconds waited, on one line that each shown line
+    replaces."""
+    started = time.monotonic()
+    ticker: asyncio.Task[None] | None = None
+    tty = stream.isatty()
+
+    def show(line: str) -> None:
+        stream.write(("\r\033[K" if tty else "") + line + "\n")
+        stream.flush()
+
+    async def tick() -> None:
+        while True:
+            stream.write(f"\r\033[Kwaiting for the result: {time.monotonic() - started:.0f} s")
+            stream.flush()
+            await asyncio.sleep(1)
+
+    if tty:
+        ticker = asyncio.get_running_loop().create_task(tick())
+    try:
+        yield show
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            stream.write("\r\033[K")
+            stream.flush()
 
 
 async def follow_results(settings: Settings, args: argparse.Namespace) -> int:
@@ -360,7 +407,9 @@ def _add_results_parser(sub: SubParsers) -> None:
     results.add_argument("--tenant", type=a_uuid, help="only this tenant's events")
     results.add_argument("--document", type=a_uuid, help="only this document's events")
     results.add_argument("--type", choices=KINDS, help="only upload or only delete results")
-    results.add_argument("--outcome", choices=OUTCOMES, help="only successes or only failures")
+    results.add_argument(
+        "--outcome", choices=OUTCOMES + NOTICES, help="only successes, only failures, or only retry notices"
+    )
     results.add_argument("--command-id", help="only the result of this command")
     results.add_argument("--count", type=int, metavar="N", help="stop after N events")
     results.add_argument("--timeout", type=a_positive_number, metavar="S", help="stop after S seconds")

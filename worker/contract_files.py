@@ -73,14 +73,26 @@ def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
             "results": {
                 "address": "{routingKey}",
                 "description": f"Exchange {s.result_exchange!r} (topic). Routing keys: upload.succeeded, "
-                "upload.failed, delete.succeeded, delete.failed.",
+                "upload.failed, delete.succeeded, delete.failed (outcomes: one per command, confirmed, the "
+                "catch-all results queue binds them), and upload.retrying, delete.retrying (progress notices "
+                "before each retry: best effort, not confirmed, dropped when nobody binds them).",
                 "parameters": {
-                    "routingKey": {"enum": ["upload.succeeded", "upload.failed", "delete.succeeded", "delete.failed"]}
+                    "routingKey": {
+                        "enum": [
+                            "upload.succeeded",
+                            "upload.failed",
+                            "delete.succeeded",
+                            "delete.failed",
+                            "upload.retrying",
+                            "delete.retrying",
+                        ]
+                    }
                 },
                 "messages": {
                     "uploadSucceeded": message("upload-succeeded", "Upload written to DMS"),
                     "deleteSucceeded": message("delete-succeeded", "Document deleted (or already absent)"),
                     "failed": message("command-failed", "Command failed for good or was dead-lettered"),
+                    "retrying": message("command-retrying", "Command met a transient error; next attempt soon"),
                 },
                 "bindings": exchange(s.result_exchange),
             },

@@ -22,6 +22,9 @@ UPLOAD_SUCCEEDED: Final = "dms.upload.succeeded"
 UPLOAD_FAILED: Final = "dms.upload.failed"
 DELETE_SUCCEEDED: Final = "dms.delete.succeeded"
 DELETE_FAILED: Final = "dms.delete.failed"
+UPLOAD_RETRYING: Final = "dms.upload.retrying"
+DELETE_RETRYING: Final = "dms.delete.retrying"
+OUTCOME_ROUTING_KEYS: Final = ("*.succeeded", "*.failed")  # what the catch-all results queue binds
 
 # Longer names are shortened, not refused (the worker keeps the extension); this bound only stops abuse.
 MAX_FILE_NAME_CHARS: Final = 65_536
@@ -114,6 +117,18 @@ class FailedData(BaseModel):
     attempts: int
 
 
+class RetryingData(BaseModel):
+    """A progress notice, not an outcome: the command met a transient error and is tried again."""
+
+    command_id: str
+    command_type: str | None = None
+    tenant_id: uuid.UUID | None = None
+    document_id: uuid.UUID | None = None
+    error: ErrorInfo
+    attempt: int = Field(description="The attempt that failed (1 for the first)")
+    next_attempt_in_ms: int = Field(description="The backoff before the next attempt")
+
+
 DataT = TypeVar("DataT")
 
 
@@ -155,6 +170,10 @@ class CommandFailed(CloudEvent[FailedData]):
     type: Literal["dms.upload.failed", "dms.delete.failed"]
 
 
+class CommandRetrying(CloudEvent[RetryingData]):
+    type: Literal["dms.upload.retrying", "dms.delete.retrying"]
+
+
 Command = UploadCommand | DeleteCommand
 ResultEvent = UploadSucceeded | DeleteSucceeded | CommandFailed
 
@@ -164,6 +183,7 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "upload-succeeded": UploadSucceeded,
     "delete-succeeded": DeleteSucceeded,
     "command-failed": CommandFailed,
+    "command-retrying": CommandRetrying,
 }
 
 

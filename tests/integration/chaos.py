@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.producer import upload_command
+from worker.results.following import is_outcome
 
 from .conftest import Stack
 from .replicas import Replicas
@@ -137,7 +138,7 @@ def judge(
     report: ChaosReport,
 ) -> None:
     outcomes: dict[str, set[tuple[str, Any]]] = {}
-    for event in events:
+    for event in (e for e in events if is_outcome(e)):  # retry notices are no outcome
         outcomes.setdefault(event["data"]["command_id"], set()).add((event["type"], event["data"].get("object_id")))
     report.commands = len(commands)
     succeeded: set[str] = set()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import signal
 import sys
 import uuid
@@ -321,6 +322,33 @@ class TestPublishWait:
         assert outcome.rows()[1]["type"] == "dms.upload.succeeded"
         outcome = await cli("dlq", "list", env=env, cwd=tmp_path)
         assert outcome.code == 0 and outcome.rows() == [], outcome.err
+
+    async def test_it_says_each_retry_while_it_waits(self, make_stack: StackFactory, tmp_path: Path) -> None:
+        stack = await make_stack(retry_delays_ms=[1000, 1500])
+        tenant = str(uuid.uuid4())
+        (tmp_path / "a.txt").write_text("hello")
+        await cli("publish", "a.txt", "--tenant", tenant, "--wait", env=stack_env(stack), cwd=tmp_path)  # repository
+        fault = {"kind": "status", "status": 503, "times": 2, "path_prefix": "/browser", "action": "createDocument"}
+        await stack.set_faults(scripted=[fault])
+        outcome = await cli("publish", "a.txt", "--tenant", tenant, "--wait", env=stack_env(stack), cwd=tmp_path)
+        assert outcome.code == 0, outcome.err
+        said = "(dms_unavailable: DMS createDocument answered 503 runtime: Emulated failure 503)"
+        assert outcome.err.splitlines() == [
+            f"retrying: attempt 1 failed {said}; next attempt in 1 s",
+            f"retrying: attempt 2 failed {said}; next attempt in 1.5 s",
+        ]
+        assert outcome.rows()[1]["type"] == "dms.upload.succeeded" and outcome.rows()[1]["data"]["attempts"] == 3
+
+    async def test_giving_up_while_the_worker_retries_says_so(self, make_stack: StackFactory, tmp_path: Path) -> None:
+        stack = await make_stack(retry_delays_ms=[30_000])
+        await stack.set_faults(error_rate=1.0, error_statuses=[503])
+        (tmp_path / "a.txt").write_text("hello")
+        args = ("publish", "a.txt", "--tenant", str(uuid.uuid4()), "--wait", "--timeout", "3")
+        outcome = await cli(*args, env=stack_env(stack), cwd=tmp_path)
+        assert outcome.code == 3, outcome.err
+        notice, error = outcome.err.splitlines()
+        assert re.fullmatch(r"retrying: attempt 1 failed \(\w+: .+\); next attempt in 30 s", notice), notice
+        assert error.startswith("error: no result for command ") and f"the worker is retrying it ({notice})" in error
 
     async def test_no_result_in_time_exits_3(self, stack: Stack, tmp_path: Path) -> None:
         await stack.set_faults(latency_ms=3000)  # DMS answers after the CLI gave up

@@ -13,6 +13,7 @@ from worker.amqp.topology import (
     results_queue_arguments,
     shard_queue_names,
 )
+from worker.contracts import OUTCOME_ROUTING_KEYS
 from worker.settings import Settings
 
 
@@ -52,7 +53,7 @@ def definitions(settings: Settings, vhost: str = "/") -> dict[str, Any]:
     ]
     if settings.results_queue:
         queues.append(queue(settings.results_queue, results_queue_arguments(settings)))
-        bindings.append(binding(settings.result_exchange, settings.results_queue, "#"))
+        bindings += [binding(settings.result_exchange, settings.results_queue, key) for key in OUTCOME_ROUTING_KEYS]
     return {
         "exchanges": [
             *(exchange(name, MODULUS_HASH_EXCHANGE) for name in command_exchange_names(settings)),

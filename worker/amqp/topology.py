@@ -5,6 +5,7 @@ producers --delete--> [<command exchange>.delete, x-modulus-hash] --+--> [shard 
           (routing key <tenant>.<lane>: the broker picks the shard)         consumer each] --> replicas
 handlers --exhausted retries--> [dead-letter queue]          (crash loops: x-delivery-limit does the same)
 handlers --(upload|delete).(succeeded|failed)--> [result exchange, topic] --> [results queue, optional]
+handlers --(upload|delete).retrying (notices, best effort)--> [result exchange] --> whoever binds them
 
 Each command is written once, to its shard queue, by the broker's own routing: no worker republishes it.
 Both command exchanges bind the same shard queues with the same binding key, so a routing key lands in the
@@ -21,6 +22,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from worker.amqp.names import MODULUS_HASH_EXCHANGE, command_exchange_name, shard_queue_name
+from worker.contracts import OUTCOME_ROUTING_KEYS
 from worker.settings import Settings
 
 COMMAND_KINDS = ("upload", "delete")
@@ -103,7 +105,8 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
     if settings.results_queue:
         arguments = results_queue_arguments(settings)
         results = await channel.declare_queue(settings.results_queue, durable=True, arguments=arguments)
-        await results.bind(result_exchange, routing_key="#")
+        for key in OUTCOME_ROUTING_KEYS:  # outcomes only: retrying notices are not kept
+            await results.bind(result_exchange, routing_key=key)
     return Topology(shard_queue_names(settings), result_exchange)
 
 

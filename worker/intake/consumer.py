@@ -43,7 +43,7 @@ from worker.errors import InternalError, InvalidCommand, WorkerError
 from worker.intake.dispatcher import Withdrawn
 from worker.intake.envelope import check_envelope
 from worker.results import policy
-from worker.results.events import failed_event, success_event
+from worker.results.events import failed_event, retrying_event, success_event
 from worker.runtime.metrics import WorkerMetrics
 from worker.settings import Settings
 
@@ -60,7 +60,9 @@ class CommandHandlers(Protocol):
 
 
 class EventPublisher(Protocol):
-    async def publish(self, event: CloudEvent[Any]) -> None: ...
+    async def publish(self, event: CloudEvent[Any]) -> None: ...  # confirmed, or raises
+
+    async def notify(self, event: CloudEvent[Any]) -> None: ...  # best effort, never raises
 
 
 class Ending(Enum):
@@ -68,6 +70,17 @@ class Ending(Enum):
     GIVE_BACK = "give_back"  # its outcome could not be made durable: the queue must be given back
     LOST = "lost"  # its channel died: the broker has it back already
     WITHDRAWN = "withdrawn"  # its queue is being given back: left unsettled
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """How a command's attempts on this delivery ended."""
+
+    decision: policy.Decision
+    result: Result | None
+    error: WorkerError | None
+    attempt: int  # the last one
+    first_at: dt.datetime  # when the first began
 
 
 @dataclass(frozen=True)
@@ -143,35 +156,35 @@ class CommandConsumer:
                 )
                 structlog.contextvars.bind_contextvars(queue_wait_s=round(waited, 3) if waited is not None else None)
                 try:
-                    decision, result, error, attempt = await self._attempt_until_settled(incoming, park)
+                    done = await self._attempt_until_settled(incoming, park, command_id)
                 except Withdrawn:
                     log.info("command_given_back")
                     return Ending.WITHDRAWN
+                outcome = done.decision.outcome.value
                 if delivery_lost(message):
-                    log.info("delivery_lost_before_settle", outcome=decision.outcome.value)
+                    log.info("delivery_lost_before_settle", outcome=outcome)
                     return Ending.LOST
-                tracing.record_outcome(span, decision.outcome.value, result, error, attempt)
+                tracing.record_outcome(span, outcome, done.result, done.error, done.attempt)
                 try:
-                    await self._settle(message, decision, result, error, command_id, ids, attempt)
+                    await self._settle(message, done, command_id, ids)
                 except Exception as exc:
                     if delivery_lost(message):
-                        log.info("settle_lost_with_channel", error=repr(exc), outcome=decision.outcome.value)
+                        log.info("settle_lost_with_channel", error=repr(exc), outcome=outcome)
                         return Ending.LOST
                     # Broker trouble while settling: the message stays unacked and its queue is given back.
-                    log.warning("settle_failed", error=repr(exc), outcome=decision.outcome.value)
+                    log.warning("settle_failed", error=repr(exc), outcome=outcome)
                     await asyncio.sleep(1.0)  # no hot loop while the broker cannot take our events
                     return Ending.GIVE_BACK
-            self._record(command_type, decision, error, result, command)
+            self._record(command_type, done.decision, done.error, done.result, command)
             return Ending.SETTLED
         finally:
             self._metrics.command_finished(tracked)
 
-    async def _attempt_until_settled(
-        self, incoming: Incoming, park: Park
-    ) -> tuple[policy.Decision, Result | None, WorkerError | None, int]:
+    async def _attempt_until_settled(self, incoming: Incoming, park: Park, command_id: str) -> Attempts:
         # Attempts count from 1 on every delivery: a producer's x-attempt header is not believed, and the
         # queue's delivery limit catches a command that keeps crashing its replica.
         message, command = incoming.message, incoming.command
+        first_at = dt.datetime.now(dt.UTC)
         attempt = 1
         while True:
             structlog.contextvars.bind_contextvars(attempt=attempt)
@@ -193,27 +206,24 @@ class CommandConsumer:
                     tracing.mark_error(attempt_span, error)
             decision = policy.decide(error, attempt, self._settings.retry_delays_ms)
             if decision.outcome is not policy.Outcome.RETRY:
-                return decision, result, error, attempt
+                return Attempts(decision, result, error, attempt, first_at)
             assert error is not None and decision.delay_ms is not None
             log.info("command_retry_scheduled", error_code=error.code, error=error.message, delay_ms=decision.delay_ms)
             self._metrics.retries.labels(error_code=error.code).inc()
+            notice = retrying_event(
+                self._settings.event_source, command_id, incoming.ids, error, attempt, decision.delay_ms
+            )
+            await self._publisher.notify(notice)  # producers and publish --wait show "retrying, next in ..."
             await park(decision.delay_ms / 1000)
             if delivery_lost(message):  # no use trying again: the broker delivers it again, in order
                 raise Withdrawn
             attempt += 1
 
     async def _settle(
-        self,
-        message: AbstractIncomingMessage,
-        decision: policy.Decision,
-        result: Result | None,
-        error: WorkerError | None,
-        command_id: str,
-        ids: dict[str, Any],
-        attempt: int,
+        self, message: AbstractIncomingMessage, done: Attempts, command_id: str, ids: dict[str, Any]
     ) -> None:
         source = self._settings.event_source
-        outcome = decision.outcome
+        outcome, result, error, attempt = done.decision.outcome, done.result, done.error, done.attempt
         if outcome is policy.Outcome.SUCCEEDED:
             assert result is not None
             await self._publisher.publish(success_event(source, result))
@@ -225,18 +235,20 @@ class CommandConsumer:
             assert error is not None
             log.error("command_dead_lettered", error_code=error.code, error=error.message)
             with tracing.span("dead-letter", tracing.SpanKind.PRODUCER, {tracing.ERROR_CODE: error.code}):
-                await self._dead_letter(message, attempt, error)
+                await self._dead_letter(message, attempt, error, done.first_at)
             await self._publisher.publish(failed_event(source, command_id, ids, error, attempt, dead_lettered=True))
         await message.ack()
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, attempt: int, error: WorkerError) -> None:
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, attempt: int, error: WorkerError, first_at: dt.datetime
+    ) -> None:
         now = dt.datetime.now(dt.UTC).isoformat()
         headers = {k: v for k, v in (message.headers or {}).items() if k not in WORKER_ONLY_HEADERS}
         headers.update(
             {
                 ORIGINAL_EXCHANGE_HEADER: message.exchange or "",
                 ORIGINAL_ROUTING_KEY_HEADER: message.routing_key or "",
-                FIRST_ATTEMPT_HEADER: now,
+                FIRST_ATTEMPT_HEADER: first_at.isoformat(),  # this delivery's first attempt
                 ATTEMPT_HEADER: attempt,
                 ERROR_CODE_HEADER: error.code,
                 ERROR_MESSAGE_HEADER: error.message[:1000],

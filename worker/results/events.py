@@ -1,12 +1,14 @@
-"""Builds result events and publishes them with publisher confirms."""
+"""Builds result events and publishes them: outcomes with publisher confirms, retry notices best effort."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractExchange
 
 from worker import tracing
@@ -14,18 +16,24 @@ from worker.contracts import (
     CLOUDEVENTS_CONTENT_TYPE,
     DELETE,
     DELETE_FAILED,
+    DELETE_RETRYING,
     UPLOAD_FAILED,
+    UPLOAD_RETRYING,
     CloudEvent,
     CommandFailed,
+    CommandRetrying,
     DeleteSucceeded,
     DeleteSucceededData,
     ErrorInfo,
     FailedData,
+    RetryingData,
     UploadSucceeded,
     UploadSucceededData,
     routing_key,
 )
 from worker.errors import WorkerError
+
+log = structlog.get_logger(__name__)
 
 
 def success_event(source: str, data: UploadSucceededData | DeleteSucceededData) -> CloudEvent[Any]:
@@ -69,6 +77,29 @@ def failed_event(
     )
 
 
+def retrying_event(
+    source: str, command_id: str, ids: dict[str, Any], error: WorkerError, attempt: int, delay_ms: int
+) -> CommandRetrying:
+    command_type = ids.get("command_type")
+    document_id = ids.get("document_id")
+    return CommandRetrying(
+        id=str(uuid.uuid4()),
+        source=source,
+        type=DELETE_RETRYING if command_type == DELETE else UPLOAD_RETRYING,
+        time=dt.datetime.now(dt.UTC),
+        subject=str(document_id) if document_id else None,
+        data=RetryingData(
+            command_id=command_id,
+            command_type=command_type,
+            tenant_id=ids.get("tenant_id"),
+            document_id=document_id,
+            error=ErrorInfo(code=error.code, message=error.message),
+            attempt=attempt,
+            next_attempt_in_ms=delay_ms,
+        ),
+    )
+
+
 def to_message(event: CloudEvent[Any], headers: dict[str, Any] | None = None) -> aio_pika.Message:
     return aio_pika.Message(
         body=event.model_dump_json(exclude_none=True).encode(),
@@ -84,6 +115,17 @@ def to_message(event: CloudEvent[Any], headers: dict[str, Any] | None = None) ->
 class ResultPublisher:
     def __init__(self, exchange: AbstractExchange) -> None:
         self._exchange = exchange
+
+    async def notify(self, event: CloudEvent[Any], timeout_s: float = 2.0) -> None:
+        """Best effort, for progress notices: not mandatory (nobody may listen), at most ``timeout_s``, and a
+        failure is logged, not raised."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._exchange.publish(
+                    to_message(event, tracing.stamp(event)), routing_key=routing_key(event.type)
+                )
+        except Exception as exc:  # a notice must never hold up or fail the command
+            log.info("notice_not_published", type=event.type, error=repr(exc))
 
     async def publish(self, event: CloudEvent[Any]) -> None:
         """Returns once the broker confirmed the event (raises if it was refused or unroutable). The event

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 KINDS = ("upload", "delete")
 OUTCOMES = ("succeeded", "failed")
+NOTICES = ("retrying",)  # progress before an outcome: upload.retrying, delete.retrying
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,27 @@ def succeeded(event: dict[str, Any]) -> bool:
     return str(event.get("type", "")).endswith(".succeeded")
 
 
+def is_outcome(event: dict[str, Any]) -> bool:
+    """A command's final word (succeeded or failed), not a notice on the way."""
+    return str(event.get("type", "")).rsplit(".", 1)[-1] in OUTCOMES
+
+
+def describe_notice(event: dict[str, Any]) -> str:
+    """``retrying: attempt 2 failed (dms_unavailable: ...); next attempt in 5 s`` (pure)."""
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {}
+    error = data.get("error")
+    error = error if isinstance(error, dict) else {}
+    delay_s = (data.get("next_attempt_in_ms") or 0) / 1000
+    return (
+        f"retrying: attempt {data.get('attempt')} failed ({error.get('code')}: {error.get('message')}); "
+        f"next attempt in {delay_s:g} s"
+    )
+
+
 class ResultSubscription:
     """``subscription = await ResultSubscription.open(channel, exchange, EventFilter(...))``, then read
-    ``subscription.events()`` or ``await subscription.next_event(timeout_s)``."""
+    ``subscription.events()``."""
 
     def __init__(self, queue: AbstractQueue, event_filter: EventFilter) -> None:
         self._queue = queue
@@ -76,9 +95,12 @@ class ResultSubscription:
                 if isinstance(event, dict) and self._filter.matches(event):
                     yield event
 
-    async def next_event(self, timeout_s: float | None) -> dict[str, Any]:
-        """The first matching event; ``TimeoutError`` if none comes within ``timeout_s``."""
+    async def outcome(self, timeout_s: float | None, on_notice: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """The first matching outcome event (succeeded or failed); each retry notice before it goes to
+        ``on_notice``. ``TimeoutError`` if no outcome comes within ``timeout_s``."""
         async with asyncio.timeout(timeout_s), contextlib.aclosing(self.events()) as events:
             async for event in events:
-                return event
+                if is_outcome(event):
+                    return event
+                on_notice(event)
         raise AssertionError("unreachable: the queue iterator does not end")

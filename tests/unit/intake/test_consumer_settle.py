@@ -88,6 +88,9 @@ class FakePublisher:
         self.events.append(event)
         self.journal.append(("event", event.type))
 
+    async def notify(self, event: CloudEvent[Any]) -> None:
+        self.journal.append(("notice", event.type, event.data.attempt, event.data.next_attempt_in_ms))
+
 
 class FakeHandlers:
     """Runs ``behaviour(attempt)`` for each upload: it returns nothing (success) or raises."""
@@ -165,6 +168,7 @@ async def settle(r: Rig, parked: list[float] | None = None) -> Ending:
     async def park(delay_s: float) -> None:  # the dispatcher's park, without the dispatcher
         if parked is not None:
             parked.append(delay_s)
+        await asyncio.sleep(delay_s)
 
     return await r.consumer.run(r.consumer.read(r.message), park)  # type: ignore[arg-type]
 
@@ -196,7 +200,8 @@ class TestSettle:
         parked: list[float] = []
         await settle(r, parked)
         assert parked == [0.001]  # the first retry delay, slept in the dispatcher's park
-        assert r.journal == [("event", "dms.upload.succeeded"), ("ack",)]
+        # the notice says which attempt failed and when the next comes, before the backoff
+        assert r.journal == [("notice", "dms.upload.retrying", 1, 1), ("event", "dms.upload.succeeded"), ("ack",)]
         assert [d.attempt for d in r.handlers.deliveries] == [1, 2]
         assert r.handlers.deliveries[1].may_have_written
         assert r.publisher.events[0].data.attempts == 2
@@ -205,8 +210,8 @@ class TestSettle:
         # A producer's own x-attempt is not believed: it neither shortens the retries nor reaches the DLQ.
         r = rig(fail_with(DmsUnavailable("503 from DMS")), headers={ATTEMPT_HEADER: 999, "x-custom": "kept"})
         await settle(r)
-        assert [entry[0] for entry in r.journal] == ["dead_letter", "event", "ack"]
-        _, queue, headers = r.journal[0]
+        assert [entry[0] for entry in r.journal] == ["notice", "notice", "dead_letter", "event", "ack"]
+        _, queue, headers = r.journal[2]
         assert queue == r.settings.dead_letter_queue
         assert headers[ATTEMPT_HEADER] == 3 and headers[ERROR_CODE_HEADER] == "dms_unavailable"
         assert headers[ERROR_MESSAGE_HEADER] == "503 from DMS"
@@ -215,7 +220,8 @@ class TestSettle:
             r.message.exchange,
             r.message.routing_key,
         )
-        assert FIRST_ATTEMPT_HEADER in headers and DEAD_LETTERED_AT_HEADER in headers
+        first, last = (dt.datetime.fromisoformat(headers[h]) for h in (FIRST_ATTEMPT_HEADER, DEAD_LETTERED_AT_HEADER))
+        assert last - first >= dt.timedelta(milliseconds=2)  # the first attempt began before two 1 ms backoffs
         (event,) = r.publisher.events
         assert (event.data.dead_lettered, event.data.retried, event.data.attempts) == (True, True, 3)
         assert [d.attempt for d in r.handlers.deliveries] == [1, 2, 3]
@@ -282,4 +288,4 @@ class TestSettle:
             raise Withdrawn
 
         assert await r.consumer.run(r.consumer.read(r.message), withdrawn) is Ending.WITHDRAWN  # type: ignore[arg-type]
-        assert r.journal == [] and len(r.handlers.deliveries) == 1
+        assert [e[0] for e in r.journal] == ["notice"] and len(r.handlers.deliveries) == 1  # neither acked nor nacked
