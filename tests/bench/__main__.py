@@ -1,4 +1,5 @@
-"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|chaos`` (see tests/bench/README.md)."""
+"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos``
+(see tests/bench/README.md)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,23 @@ def main() -> None:
     large.add_argument("--count", type=int, default=16)
     large.add_argument("--size", type=int, default=120 * 1024 * 1024, help="bytes per file")
     large.add_argument("--huge", type=int, default=400 * 1024 * 1024, help="bytes of the single large file")
+    hol = sub.add_parser("hol", help="does one document wait for another? (a) another tenant's backlog, (b) retries")
+    hol.add_argument("--bulk", type=int, default=10_000, help="tenant A's backlog")
+    hol.add_argument("--alone", type=int, default=3000, help="tenant A's uploads measured alone first")
+    hol.add_argument("--shared", type=int, default=5, help="B's uploads placed in queues A's backlog fills")
+    hol.add_argument("--documents", type=int, default=1000, help="documents of the retries run")
+    hol.add_argument("--latency", type=int, default=100, help="emulator latency, ms")
     chaos = sub.add_parser("chaos", help="replicas killed and stopped while DMS fails: order, loss, duplicates")
     chaos.add_argument("--runs", type=int, default=1)
     chaos.add_argument("--signals", choices=["mixed", "kill", "term"], default="mixed")
     chaos.add_argument("--seed", type=int, default=1, help="the first run's seed (then +1 each run)")
     args = parser.parse_args()
+    if args.which == "hol":
+        from tests.bench import hol_bench
+        from worker.runtime import event_loop
+
+        event_loop.run(hol_bench.main(args.bulk, args.alone, args.shared, args.documents, args.latency))
+        return
     if args.which == "chaos":
         from tests.bench import chaos_bench
         from worker.runtime import event_loop

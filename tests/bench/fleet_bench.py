@@ -33,6 +33,7 @@ from worker.amqp.names import members_exchange_name, shard_queue_name
 from worker.amqp.routing import LANES, routing_key
 from worker.contracts import Command
 from worker.producer import publish_command, upload_command
+from worker.results.following import is_outcome
 from worker.settings import Settings
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Driver:
     done: dict[str, float] = field(default_factory=dict)
     failed: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
 
     async def __aenter__(self) -> Driver:
         self._connection = await aio_pika.connect(self.settings.amqp_url.get_secret_value())
@@ -61,6 +63,9 @@ class Driver:
 
     async def _on_result(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         event = json.loads(message.body)
+        if not is_outcome(event):  # a retry notice
+            self.notices.append(event)
+            return
         self.events.append(event)
         command_id = event["data"]["command_id"]
         self.done.setdefault(command_id, time.perf_counter())

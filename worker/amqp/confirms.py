@@ -28,6 +28,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
 )
 from aio_pika.exceptions import PublishError
+from aiormq.exceptions import ChannelInvalidStateError
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +57,10 @@ def worth_retrying(exc: BaseException) -> bool:
 def delivery_lost(message: AbstractIncomingMessage) -> bool:
     """The channel a message came on is closed: it can no longer be settled, and the broker has requeued it
     (its redelivery, on the restored channel, will do the work)."""
-    channel = getattr(message, "channel", None)
+    try:
+        channel = getattr(message, "channel", None)
+    except ChannelInvalidStateError:  # aio-pika raises for a channel that is gone
+        return True
     return bool(getattr(channel, "is_closed", False))
 
 

@@ -28,6 +28,7 @@ class ScriptedFault:
     retry_after: int = 1
     path_prefix: str = "/"
     action: str | None = None  # match cmisaction=... (form) or cmisselector=... (query) if given
+    name: str | None = None  # match a browser-binding POST whose cmis:name is this (one document's createDocument)
 
 
 @dataclass
@@ -93,20 +94,22 @@ class FaultInjector:
     def reseed(self) -> None:
         self._rng = random.Random(self.config.seed)
 
-    def _scripted_for(self, path: str, action: str | None) -> ScriptedFault | None:
+    def _scripted_for(self, path: str, action: str | None, name: str | None) -> ScriptedFault | None:
         for fault in self.config.scripted:
             if fault.times <= 0 or not path.startswith(fault.path_prefix):
                 continue
             if fault.action is not None and fault.action.lower() != (action or "").lower():
                 continue
+            if fault.name is not None and fault.name != name:
+                continue
             fault.times -= 1
             return fault
         return None
 
-    def pick(self, path: str, action: str | None) -> ScriptedFault | None:
+    def pick(self, path: str, action: str | None, name: str | None = None) -> ScriptedFault | None:
         """The fault to inject into this request, if any (scripted ones first, then the rates)."""
         cfg = self.config
-        fault = self._scripted_for(path, action)
+        fault = self._scripted_for(path, action, name)
         if fault is None:
             roll = self._rng.random()
             if roll < cfg.drop_rate:

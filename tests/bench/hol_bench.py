@@ -1,0 +1,158 @@
+"""``python -m tests.bench hol``: does one document wait for another? Two runs, one replica, default settings,
+DMS latency 100 ms; each prints a table. Not a timed test.
+
+(a) backlog: tenant A publishes 10,000 uploads at once, tenant B 20 uploads 0.25 s apart right behind them,
+    B's documents chosen so that ``--shared`` of them land in shard queues A's backlog fills. B's
+    publish-to-result p99 and max (shared and not), A's drain rate with B against A alone in the same run.
+(b) retries: 1,000 new documents published at 200/s, 5 % of them failing transiently 3 times each (three
+    scripted 503s on their createDocument; default retry delays 1, 5, 30 s). The other documents'
+    publish-to-result p50/p99/max (an upper bound of their queue wait: it includes the DMS round trips).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import uuid
+from typing import Any
+
+from tests.bench.emulator_bench import wait_until_up
+from tests.bench.fleet_bench import Driver, Fleet, settings_for_run, settle_fleet
+from tests.bench.worker_bench import Emulator, cleanup
+from tests.routing_oracle import shards_of
+from worker.amqp.routing import LANES, routing_key
+from worker.producer import upload_command
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+async def b_documents(
+    url: str, shards: int, tenant_a: uuid.UUID, tenant_b: uuid.UUID, shared: int, total: int
+) -> list[tuple[uuid.UUID, bool]]:
+    """``total`` documents of B, the first ``shared`` of them in queues that A's lanes use."""
+    a_keys = [f"{tenant_a}.{lane}" for lane in range(LANES)]
+    candidates = [uuid.uuid4() for _ in range(total * 40)]
+    where = await shards_of(url, shards, a_keys + [routing_key(tenant_b, d) for d in candidates])
+    a_shards = {where[k] for k in a_keys}
+    inside = [d for d in candidates if where[routing_key(tenant_b, d)] in a_shards]
+    outside = [d for d in candidates if where[routing_key(tenant_b, d)] not in a_shards]
+    return [(d, True) for d in inside[:shared]] + [(d, False) for d in outside[: total - shared]]
+
+
+async def backlog_run(bulk: int, alone: int, shared: int, latency_ms: int) -> None:
+    emulator = Emulator()
+    try:
+        await wait_until_up(emulator.base)
+        await emulator.call("POST", "_emulator/faults", {"latency_ms": latency_ms})
+        settings = settings_for_run(emulator)
+        fleet = Fleet(settings, 1)
+        try:
+            await settle_fleet(settings=settings, replicas=1)
+            tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
+            async with Driver(settings) as driver:
+                for tenant in (tenant_a, tenant_b):  # repositories and tokens first
+                    warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
+                    await driver.send(warm)
+                    await driver.wait_for([warm.id])
+                solo = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(alone)]
+                for command in solo:
+                    await driver.send(command)
+                await driver.wait_for([c.id for c in solo])
+                rate_alone = driver.steady_rate([c.id for c in solo])
+                docs = await b_documents(
+                    settings.amqp_url.get_secret_value(), settings.shard_count, tenant_a, tenant_b, shared, 20
+                )
+                backlog = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(bulk)]
+                for command in backlog:
+                    await driver.send(command)
+                b_commands = []
+                for doc, _ in docs:
+                    command = upload_command(tenant_b, doc, "b.txt", "text/plain", b"B")
+                    b_commands.append(command)
+                    await driver.send(command)
+                    await asyncio.sleep(0.25)
+                await driver.wait_for([c.id for c in b_commands] + [c.id for c in backlog])
+                rate_with = driver.steady_rate([c.id for c in backlog])
+                latency = {c.id: driver.latency(c.id) for c in b_commands}
+        finally:
+            fleet.stop()
+            await cleanup(settings)
+    finally:
+        emulator.close()
+    in_shared = [latency[c.id] for c, (_, s) in zip(b_commands, docs, strict=True) if s]
+    apart = [latency[c.id] for c, (_, s) in zip(b_commands, docs, strict=True) if not s]
+    every = in_shared + apart
+    print(f"(a) one replica, DMS {latency_ms} ms, A {bulk} uploads at once, B 20 uploads 0.25 s apart behind them")
+    print(
+        "| B uploads | in A's queues | B p50 s | B p99 s | B max s | B max in A's queues s | B max elsewhere s "
+        "| A alone /s | A with B /s | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {len(every)} | {len(in_shared)} | {statistics.median(every):.2f} | {p99(every):.2f} | {max(every):.2f} | "
+        f"{max(in_shared, default=0):.2f} | {max(apart, default=0):.2f} | {rate_alone:.1f} | {rate_with:.1f} | "
+        f"{rate_with / rate_alone:.2f} |",
+        flush=True,
+    )
+
+
+async def retries_run(documents: int, failing_share: float, rate_per_s: float, latency_ms: int) -> None:
+    emulator = Emulator()
+    try:
+        await wait_until_up(emulator.base)
+        docs = [uuid.uuid4() for _ in range(documents)]
+        failing = set(docs[: round(documents * failing_share)])
+        faults: dict[str, Any] = {
+            "latency_ms": latency_ms,
+            "scripted": [
+                {"kind": "status", "status": 503, "times": 3, "action": "createDocument", "name": str(d)}
+                for d in failing
+            ],
+        }
+        await emulator.call("POST", "_emulator/faults", faults)
+        settings = settings_for_run(emulator)
+        fleet = Fleet(settings, 1)
+        try:
+            await settle_fleet(settings=settings, replicas=1)
+            tenant = uuid.uuid4()
+            async with Driver(settings) as driver:
+                warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
+                await driver.send(warm)
+                await driver.wait_for([warm.id])
+                commands = [upload_command(tenant, d, "r.txt", "text/plain", b"R") for d in docs]
+                for command in commands:
+                    await driver.send(command)
+                    await asyncio.sleep(1 / rate_per_s)
+                await driver.wait_for([c.id for c in commands], timeout=300)
+                latency = {c.data.document_id: driver.latency(c.id) for c in commands}
+                notices = len(driver.notices)
+                failed = len(driver.failed)
+        finally:
+            fleet.stop()
+            await cleanup(settings)
+    finally:
+        emulator.close()
+    others = [latency[d] for d in docs if d not in failing]
+    retried = [latency[d] for d in failing]
+    print(
+        f"(b) one replica, DMS {latency_ms} ms, {documents} new documents at {rate_per_s:g}/s, {len(failing)} of them "
+        "failing 3 times (retries after 1, 5, 30 s)"
+    )
+    print(
+        "| others | others p50 s | others p99 s | others max s | failing ones min s | failing ones max s "
+        "| retry notices | failed |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {len(others)} | {statistics.median(others):.2f} | {p99(others):.2f} | {max(others):.2f} | "
+        f"{min(retried):.1f} | {max(retried):.1f} | {notices} | {failed} |",
+        flush=True,
+    )
+
+
+async def main(bulk: int, alone: int, shared: int, documents: int, latency_ms: int) -> None:
+    await backlog_run(bulk, alone, shared, latency_ms)
+    await retries_run(documents, 0.05, 200.0, latency_ms)
