@@ -172,8 +172,8 @@ async def make_stack() -> AsyncIterator[StackFactory]:
     settings that depend on the running emulator (its URLs in a binding, say)."""
     async with AsyncExitStack() as exits:
 
-        async def factory(**options: Any) -> Stack:
-            return await open_stack(exits, **options)
+        async def factory(emulator_config: EmulatorConfig | None = None, **options: Any) -> Stack:
+            return await open_stack(exits, emulator_config, **options)
 
         yield factory
 

@@ -1,6 +1,6 @@
 """Command handlers: turn a parsed upload/delete command into DMS calls and a success payload.
 
-The consumer serialises commands per document before calling them.
+The dispatcher (``worker.intake.dispatcher``) runs one command per document at a time, in order, before calling them.
 They sit between the consumer (which knows nothing of CMIS) and the DMS client (which knows nothing of
 commands), and raise the typed errors of ``worker.errors`` for everything that goes wrong.
 """

@@ -1,5 +1,5 @@
 """How many commands a replica runs against DMS at once: an adaptive limit at or under ``IN_FLIGHT_LIMIT``
-(pure, no I/O; ``worker.intake.fair_gate`` applies it).
+(pure, no I/O; the dispatcher, ``worker.intake.dispatcher``, applies it).
 
 A replica holds up to ``IN_FLIGHT_LIMIT`` deliveries (its prefetch, which bounds memory), but past the
 point where DMS answers without queueing, running more of them at once adds no throughput, only waiting:
@@ -18,7 +18,7 @@ operation, its fastest single round trip of the last minute (a query and a write
 
 A DMS answering in constant time, however slow, never looks congested, so a latency-bound fleet keeps every
 slot (the scaling case); a saturated one (DMS, or the replicas' own CPU) trades throughput for round
-trips near the no-load figure (about a fifth of it in the README's 3-replica fairness run).
+trips near the no-load figure (tests/bench/README.md, the fairness runs).
 """
 
 from __future__ import annotations

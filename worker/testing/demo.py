@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     logs.configure(settings.log_level, settings.log_json)
     print(EMULATOR_BANNER, file=sys.stderr)
-    event_loop.run(run_demo(settings, keep_running=args.keep_running))
+    try:
+        event_loop.run(run_demo(settings, keep_running=args.keep_running))
+    except KeyboardInterrupt:  # Ctrl+C ends --keep-running: everything is cleaned up by then, no traceback
+        sys.exit(130)
 
 
 if __name__ == "__main__":
