@@ -1,4 +1,4 @@
-"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos``
+"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos|faststream``
 (see tests/bench/README.md)."""
 
 from __future__ import annotations
@@ -53,7 +53,19 @@ def main() -> None:
     chaos.add_argument("--runs", type=int, default=1)
     chaos.add_argument("--signals", choices=["mixed", "kill", "term"], default="mixed")
     chaos.add_argument("--seed", type=int, default=1, help="the first run's seed (then +1 each run)")
+    fast = sub.add_parser(
+        "faststream", help="this worker against an idiomatic FastStream worker, alternating (needs the bench extra)"
+    )
+    fast.add_argument("--uploads", type=int, default=1000, help="10 KB uploads per run")
+    fast.add_argument("--latencies", nargs="+", type=int, default=[0, 50], help="emulator latency, ms")
+    fast.add_argument("--repetitions", type=int, default=2, help="runs of each system per latency")
     args = parser.parse_args()
+    if args.which == "faststream":
+        from tests.bench import compare_bench
+        from worker.runtime import event_loop
+
+        event_loop.run(compare_bench.main(args.uploads, args.latencies, args.repetitions))
+        return
     if args.which == "hol":
         from tests.bench import hol_bench
         from worker.runtime import event_loop
