@@ -18,7 +18,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -344,41 +345,45 @@ async def fairness_run(settings: Settings, bulk: int, alone: int) -> tuple[list[
 # -- chains ----------------------------------------------------------------------------------------
 
 
-async def chains(documents: int, versions: int, latency_ms: int) -> None:
+@asynccontextmanager
+async def one_replica(faults: dict[str, Any]) -> AsyncIterator[Settings]:
+    """An emulator with ``faults`` and one replica holding every shard; all removed afterwards."""
     emulator = Emulator()
     try:
         await wait_until_up(emulator.base)
-        await emulator.call("POST", "_emulator/faults", {"latency_ms": latency_ms})
+        await emulator.call("POST", "_emulator/faults", faults)
         settings = settings_for_run(emulator)
         fleet = Fleet(settings, 1)
         try:
-            await settle_fleet()
-            async with Driver(settings) as driver:
-                tenant, docs = uuid.uuid4(), [uuid.uuid4() for _ in range(documents)]
-                warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
-                await driver.send(warm)
-                await driver.wait_for([warm.id])
-                commands = [
-                    upload_command(tenant, doc, "c.txt", "text/plain", f"{doc} v{v}".encode())
-                    for v in range(1, versions + 1)
-                    for doc in docs
-                ]
-                started = time.perf_counter()
-                for command in commands:
-                    await driver.send(command)
-                await driver.wait_for([c.id for c in commands])
-                seconds = max(driver.done[c.id] for c in commands) - started
-                labels = {e["data"]["command_id"]: e["data"].get("version_label") for e in driver.events}
-            in_order = all(
-                labels[c.id] == f"{v}.0"
-                for v in range(1, versions + 1)
-                for c in commands[(v - 1) * documents : v * documents]
-            )
+            await settle_fleet(settings=settings, replicas=1)
+            yield settings
         finally:
             fleet.stop()
             await cleanup(settings)
     finally:
         emulator.close()
+
+
+async def chains(documents: int, versions: int, latency_ms: int) -> None:
+    async with one_replica({"latency_ms": latency_ms}) as settings, Driver(settings) as driver:
+        tenant, docs = uuid.uuid4(), [uuid.uuid4() for _ in range(documents)]
+        warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
+        await driver.send(warm)
+        await driver.wait_for([warm.id])
+        commands = [
+            upload_command(tenant, doc, "c.txt", "text/plain", f"{doc} v{v}".encode())
+            for v in range(1, versions + 1)
+            for doc in docs
+        ]
+        started = time.perf_counter()
+        for command in commands:
+            await driver.send(command)
+        await driver.wait_for([c.id for c in commands])
+        seconds = max(driver.done[c.id] for c in commands) - started
+        labels = {e["data"]["command_id"]: e["data"].get("version_label") for e in driver.events}
+    in_order = all(
+        labels[c.id] == f"{v}.0" for v in range(1, versions + 1) for c in commands[(v - 1) * documents : v * documents]
+    )
     rate = len(commands) / seconds
     print(f"{documents} documents x {versions} versions, DMS latency {latency_ms} ms, one replica")
     print("| uploads | seconds | uploads/s | versions in publish order | failed |")

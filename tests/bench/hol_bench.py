@@ -14,11 +14,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import uuid
-from typing import Any
 
-from tests.bench.emulator_bench import wait_until_up
-from tests.bench.fleet_bench import Driver, Fleet, settings_for_run, settle_fleet
-from tests.bench.worker_bench import Emulator, cleanup
+from tests.bench.fleet_bench import Driver, one_replica
 from tests.routing_oracle import shards_of
 from worker.amqp.routing import LANES, routing_key
 from worker.producer import upload_command
@@ -43,45 +40,31 @@ async def b_documents(
 
 
 async def backlog_run(bulk: int, alone: int, shared: int, latency_ms: int) -> None:
-    emulator = Emulator()
-    try:
-        await wait_until_up(emulator.base)
-        await emulator.call("POST", "_emulator/faults", {"latency_ms": latency_ms})
-        settings = settings_for_run(emulator)
-        fleet = Fleet(settings, 1)
-        try:
-            await settle_fleet(settings=settings, replicas=1)
-            tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
-            async with Driver(settings) as driver:
-                for tenant in (tenant_a, tenant_b):  # repositories and tokens first
-                    warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
-                    await driver.send(warm)
-                    await driver.wait_for([warm.id])
-                solo = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(alone)]
-                for command in solo:
-                    await driver.send(command)
-                await driver.wait_for([c.id for c in solo])
-                rate_alone = driver.steady_rate([c.id for c in solo])
-                docs = await b_documents(
-                    settings.amqp_url.get_secret_value(), settings.shard_count, tenant_a, tenant_b, shared, 20
-                )
-                backlog = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(bulk)]
-                for command in backlog:
-                    await driver.send(command)
-                b_commands = []
-                for doc, _ in docs:
-                    command = upload_command(tenant_b, doc, "b.txt", "text/plain", b"B")
-                    b_commands.append(command)
-                    await driver.send(command)
-                    await asyncio.sleep(0.25)
-                await driver.wait_for([c.id for c in b_commands] + [c.id for c in backlog])
-                rate_with = driver.steady_rate([c.id for c in backlog])
-                latency = {c.id: driver.latency(c.id) for c in b_commands}
-        finally:
-            fleet.stop()
-            await cleanup(settings)
-    finally:
-        emulator.close()
+    async with one_replica({"latency_ms": latency_ms}) as settings, Driver(settings) as driver:
+        tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
+        for tenant in (tenant_a, tenant_b):  # repositories and tokens first
+            warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
+            await driver.send(warm)
+            await driver.wait_for([warm.id])
+        solo = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(alone)]
+        for command in solo:
+            await driver.send(command)
+        await driver.wait_for([c.id for c in solo])
+        rate_alone = driver.steady_rate([c.id for c in solo])
+        url = settings.amqp_url.get_secret_value()
+        docs = await b_documents(url, settings.shard_count, tenant_a, tenant_b, shared, 20)
+        backlog = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(bulk)]
+        for command in backlog:
+            await driver.send(command)
+        b_commands = []
+        for doc, _ in docs:
+            command = upload_command(tenant_b, doc, "b.txt", "text/plain", b"B")
+            b_commands.append(command)
+            await driver.send(command)
+            await asyncio.sleep(0.25)
+        await driver.wait_for([c.id for c in b_commands] + [c.id for c in backlog])
+        rate_with = driver.steady_rate([c.id for c in backlog])
+        latency = {c.id: driver.latency(c.id) for c in b_commands}
     in_shared = [latency[c.id] for c, (_, s) in zip(b_commands, docs, strict=True) if s]
     apart = [latency[c.id] for c, (_, s) in zip(b_commands, docs, strict=True) if not s]
     every = in_shared + apart
@@ -100,41 +83,23 @@ async def backlog_run(bulk: int, alone: int, shared: int, latency_ms: int) -> No
 
 
 async def retries_run(documents: int, failing_share: float, rate_per_s: float, latency_ms: int) -> None:
-    emulator = Emulator()
-    try:
-        await wait_until_up(emulator.base)
-        docs = [uuid.uuid4() for _ in range(documents)]
-        failing = set(docs[: round(documents * failing_share)])
-        faults: dict[str, Any] = {
-            "latency_ms": latency_ms,
-            "scripted": [
-                {"kind": "status", "status": 503, "times": 3, "action": "createDocument", "name": str(d)}
-                for d in failing
-            ],
-        }
-        await emulator.call("POST", "_emulator/faults", faults)
-        settings = settings_for_run(emulator)
-        fleet = Fleet(settings, 1)
-        try:
-            await settle_fleet(settings=settings, replicas=1)
-            tenant = uuid.uuid4()
-            async with Driver(settings) as driver:
-                warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
-                await driver.send(warm)
-                await driver.wait_for([warm.id])
-                commands = [upload_command(tenant, d, "r.txt", "text/plain", b"R") for d in docs]
-                for command in commands:
-                    await driver.send(command)
-                    await asyncio.sleep(1 / rate_per_s)
-                await driver.wait_for([c.id for c in commands], timeout=300)
-                latency = {c.data.document_id: driver.latency(c.id) for c in commands}
-                notices = len(driver.notices)
-                failed = len(driver.failed)
-        finally:
-            fleet.stop()
-            await cleanup(settings)
-    finally:
-        emulator.close()
+    docs = [uuid.uuid4() for _ in range(documents)]
+    failing = set(docs[: round(documents * failing_share)])
+    scripted = [
+        {"kind": "status", "status": 503, "times": 3, "action": "createDocument", "name": str(d)} for d in failing
+    ]
+    async with one_replica({"latency_ms": latency_ms, "scripted": scripted}) as settings, Driver(settings) as driver:
+        tenant = uuid.uuid4()
+        warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
+        await driver.send(warm)
+        await driver.wait_for([warm.id])
+        commands = [upload_command(tenant, d, "r.txt", "text/plain", b"R") for d in docs]
+        for command in commands:
+            await driver.send(command)
+            await asyncio.sleep(1 / rate_per_s)
+        await driver.wait_for([c.id for c in commands], timeout=300)
+        latency = {c.data.document_id: driver.latency(c.id) for c in commands}
+        notices, failed = len(driver.notices), len(driver.failed)
     others = [latency[d] for d in docs if d not in failing]
     retried = [latency[d] for d in failing]
     print(

@@ -48,6 +48,27 @@ def success_event(source: str, data: UploadSucceededData | DeleteSucceededData) 
     return DeleteSucceeded(data=data, **common)
 
 
+def _about_command(source: str, ids: dict[str, Any], upload_type: str, delete_type: str) -> dict[str, Any]:
+    """The envelope of an event about a command: its type by the command's kind, its document as subject."""
+    document_id = ids.get("document_id")
+    return {
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": delete_type if ids.get("command_type") == DELETE else upload_type,
+        "time": dt.datetime.now(dt.UTC),
+        "subject": str(document_id) if document_id else None,
+    }
+
+
+def _command_ids(command_id: str, ids: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "command_id": command_id,
+        "command_type": ids.get("command_type"),
+        "tenant_id": ids.get("tenant_id"),
+        "document_id": ids.get("document_id"),
+    }
+
+
 def failed_event(
     source: str,
     command_id: str,
@@ -56,19 +77,10 @@ def failed_event(
     attempts: int,
     dead_lettered: bool = False,
 ) -> CommandFailed:
-    command_type = ids.get("command_type")
-    document_id = ids.get("document_id")
     return CommandFailed(
-        id=str(uuid.uuid4()),
-        source=source,
-        type=DELETE_FAILED if command_type == DELETE else UPLOAD_FAILED,
-        time=dt.datetime.now(dt.UTC),
-        subject=str(document_id) if document_id else None,
+        **_about_command(source, ids, UPLOAD_FAILED, DELETE_FAILED),
         data=FailedData(
-            command_id=command_id,
-            command_type=command_type,
-            tenant_id=ids.get("tenant_id"),
-            document_id=document_id,
+            **_command_ids(command_id, ids),
             error=ErrorInfo(code=error.code, message=error.message),
             retried=attempts > 1,
             dead_lettered=dead_lettered,
@@ -80,19 +92,10 @@ def failed_event(
 def retrying_event(
     source: str, command_id: str, ids: dict[str, Any], error: WorkerError, attempt: int, delay_ms: int
 ) -> CommandRetrying:
-    command_type = ids.get("command_type")
-    document_id = ids.get("document_id")
     return CommandRetrying(
-        id=str(uuid.uuid4()),
-        source=source,
-        type=DELETE_RETRYING if command_type == DELETE else UPLOAD_RETRYING,
-        time=dt.datetime.now(dt.UTC),
-        subject=str(document_id) if document_id else None,
+        **_about_command(source, ids, UPLOAD_RETRYING, DELETE_RETRYING),
         data=RetryingData(
-            command_id=command_id,
-            command_type=command_type,
-            tenant_id=ids.get("tenant_id"),
-            document_id=document_id,
+            **_command_ids(command_id, ids),
             error=ErrorInfo(code=error.code, message=error.message),
             attempt=attempt,
             next_attempt_in_ms=delay_ms,
