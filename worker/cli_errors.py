@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from yarl import URL
 
-from worker.amqp.topology import BrokerLacksFeature
+from worker.amqp.topology import BrokerLacksFeature, BrokerOutOfResources
 from worker.commands.spool import SpoolUnavailable
 from worker.producer import MessageTooLarge
 
@@ -84,7 +84,7 @@ def explain(exc: BaseException, amqp_urls: Sequence[str] = ()) -> CliError:
             "the broker could not route the command (no queue bound): start the worker once so it declares "
             "its queues, or check DMS_WORKER_COMMAND_EXCHANGE"
         )
-    if isinstance(exc, BrokerLacksFeature):
+    if isinstance(exc, BrokerLacksFeature | BrokerOutOfResources):
         return CliError(str(exc))
     if isinstance(exc, SpoolUnavailable | MessageTooLarge):
         return UsageError(str(exc))

@@ -37,6 +37,30 @@ class BrokerLacksFeature(RuntimeError):
     """The broker cannot run this topology (a plugin is missing); the message says what to enable."""
 
 
+class BrokerOutOfResources(RuntimeError):
+    """The broker refused to declare a queue for lack of resources (a queue limit, file descriptors, memory);
+    the message says which queue, why, and what to do."""
+
+
+# What RabbitMQ says when a declare fails for lack of resources: a vhost or user queue limit, or errors of
+# the Erlang runtime when the node is out of file descriptors or memory.
+RESOURCE_WORDS = ("limit", "emfile", "enfile", "file descriptor", "resource", "memory", "enomem")
+
+
+async def _declare_queue(channel: AbstractChannel, name: str, arguments: dict[str, Any]) -> Any:
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except aiormq.exceptions.AMQPError as exc:
+        reason = str(exc.args[0] if exc.args else exc)
+        if any(word in reason.lower() for word in RESOURCE_WORDS):
+            raise BrokerOutOfResources(
+                f"the broker refused to declare queue {name} ({reason}): it lacks resources; a topology is "
+                "SHARD_COUNT + 2 quorum queues, about 3 file descriptors each on RabbitMQ 3.10 (README, Broker "
+                "capacity): remove unused ones with `python -m worker topology delete` or raise its limits"
+            ) from None
+        raise
+
+
 def command_queue_arguments(settings: Settings) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
@@ -96,15 +120,15 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
     result_exchange = await channel.declare_exchange(
         settings.result_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    await channel.declare_queue(settings.dead_letter_queue, durable=True, arguments=quorum)
+    await _declare_queue(channel, settings.dead_letter_queue, quorum)
     arguments = command_queue_arguments(settings)
     for name in shard_queue_names(settings):
-        shard = await channel.declare_queue(name, durable=True, arguments=arguments)
+        shard = await _declare_queue(channel, name, arguments)
         for exchange in command_exchanges:
             await shard.bind(exchange, routing_key=SHARD_BINDING_KEY)
     if settings.results_queue:
         arguments = results_queue_arguments(settings)
-        results = await channel.declare_queue(settings.results_queue, durable=True, arguments=arguments)
+        results = await _declare_queue(channel, settings.results_queue, arguments)
         for key in OUTCOME_ROUTING_KEYS:  # outcomes only: retrying notices are not kept
             await results.bind(result_exchange, routing_key=key)
     return Topology(shard_queue_names(settings), result_exchange)
