@@ -124,9 +124,8 @@ class ResultPublisher:
         failure is logged, not raised."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self._exchange.publish(
-                    to_message(event, tracing.stamp(event)), routing_key=routing_key(event.type)
-                )
+                message, key = to_message(event, tracing.stamp(event)), routing_key(event.type)
+                await self._exchange.publish(message, routing_key=key, mandatory=False)  # nobody may bind it
         except Exception as exc:  # a notice must never hold up or fail the command
             log.info("notice_not_published", type=event.type, error=repr(exc))
 
