@@ -22,8 +22,12 @@ async def main(runs: int, signals: str, first_seed: int) -> None:
                 report = await run_chaos(stack, ChaosPlan(seed=seed, signals=signals), Path(logs))
         print(report.row(), flush=True)
         clean += report.clean
+        if report.failed_codes:
+            print(f"  failed: {dict(report.failed_codes)}", flush=True)
         for doc, numbers in report.out_of_order.items():
             print(f"  out of order: {doc}: {numbers}", flush=True)
+            for n, said in enumerate(report.reported.get(doc, [])):
+                print(f"    upload {n}: {said}", flush=True)
         for what in ("lost", "conflicting", "written_twice"):
             if getattr(report, what):
                 print(f"  {what}: {getattr(report, what)}", flush=True)

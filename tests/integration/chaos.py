@@ -13,6 +13,7 @@ import random
 import signal
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,12 @@ class ChaosReport:
     commands: int = 0
     succeeded: int = 0
     failed: int = 0  # a failed or dead-lettered outcome (retries used up): an outcome, not a loss
+    failed_codes: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)  # no result at all
     conflicting: list[str] = field(default_factory=list)  # results naming different outcomes or versions
     out_of_order: dict[str, list[int]] = field(default_factory=dict)  # document -> upload numbers as stored
+    # document -> each upload's outcome as reported (type suffix, version label, attempts), for a post-mortem
+    reported: dict[str, list[str]] = field(default_factory=dict)
     written_twice: list[str] = field(default_factory=list)  # documents with an upload stored more than once
     seconds: float = 0.0
 
@@ -129,6 +133,25 @@ async def run_chaos(stack: Stack, plan: ChaosPlan, log_dir: Path) -> ChaosReport
     return report
 
 
+def describe(events: list[dict[str, Any]], command_id: str) -> str:
+    said = [e for e in events if e["data"]["command_id"] == command_id and is_outcome(e)]
+    return (
+        "; ".join(
+            f"{e['type'].rsplit('.', 1)[1]} {e['data'].get('version_label') or e['data'].get('error', {}).get('code')}"
+            f" attempts={e['data'].get('attempts')}"
+            for e in said
+        )
+        or "none"
+    )
+
+
+def failure_code(events: list[dict[str, Any]], command_id: str) -> str:
+    for event in events:
+        if event["data"]["command_id"] == command_id and event["type"].endswith(".failed"):
+            return str(event["data"]["error"]["code"])
+    return "?"
+
+
 def judge(
     stack: Stack,
     tenant: uuid.UUID,
@@ -152,6 +175,7 @@ def judge(
             succeeded.add(command.id)
         else:
             report.failed += 1
+            report.failed_codes[failure_code(events, command.id)] += 1
     report.succeeded = len(succeeded)
     repo = stack.repository(tenant)
     content = stack.emulator.emulator.state.content
@@ -164,3 +188,4 @@ def judge(
         want = [n for n, c in enumerate(c for c in commands if c.data.document_id == doc) if c.id in succeeded]
         if numbers != want:
             report.out_of_order[str(doc)] = numbers
+            report.reported[str(doc)] = [describe(events, c.id) for c in commands if c.data.document_id == doc]
