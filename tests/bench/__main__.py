@@ -49,6 +49,7 @@ def main() -> None:
     hol.add_argument("--shared", type=int, default=5, help="B's uploads placed in queues A's backlog fills")
     hol.add_argument("--documents", type=int, default=1000, help="documents of the retries run")
     hol.add_argument("--latency", type=int, default=100, help="emulator latency, ms")
+    hol.add_argument("--parts", choices=["ab", "a", "b"], default="ab", help="run (a), (b) or both")
     chaos = sub.add_parser("chaos", help="replicas killed and stopped while DMS fails: order, loss, duplicates")
     chaos.add_argument("--runs", type=int, default=1)
     chaos.add_argument("--signals", choices=["mixed", "kill", "term"], default="mixed")
@@ -70,7 +71,7 @@ def main() -> None:
         from tests.bench import hol_bench
         from worker.runtime import event_loop
 
-        event_loop.run(hol_bench.main(args.bulk, args.alone, args.shared, args.documents, args.latency))
+        event_loop.run(hol_bench.main(args.bulk, args.alone, args.shared, args.documents, args.latency, args.parts))
         return
     if args.which == "chaos":
         from tests.bench import chaos_bench
