@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +83,19 @@ class Driver:
             if time.perf_counter() > deadline:
                 raise TimeoutError(f"{sum(i not in self.done for i in ids)} commands without a result")
             await asyncio.sleep(0.05)
+
+    async def settled(self, command: Command) -> None:
+        """Sends one command and waits for its result (a warm-up: token, repository)."""
+        await self.send(command)
+        await self.wait_for([command.id])
+
+    async def steady_rate_of(self, commands: Sequence[Command]) -> float:
+        """Sends ``commands`` at once, waits for all their results, and returns their steady rate."""
+        for command in commands:
+            await self.send(command)
+        ids = [c.id for c in commands]
+        await self.wait_for(ids)
+        return self.steady_rate(ids)
 
     def latency(self, command_id: str) -> float:
         return self.done[command_id] - self.sent[command_id]
@@ -308,6 +321,23 @@ async def fairness(bulk: int, alone: int, replica_counts: list[int], latency_ms:
         )
 
 
+async def behind_a_backlog(
+    driver: Driver, tenant_a: uuid.UUID, alone: int, bulk: int, b_commands: Sequence[Command], spacing_s: float
+) -> tuple[float, float]:
+    """Tenant A's ``alone`` uploads measured alone, then A's ``bulk`` at once with ``b_commands`` published
+    ``spacing_s`` apart right behind them; A's steady rate alone and with B (B's latencies are the driver's)."""
+    solo = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(alone)]
+    rate_alone = await driver.steady_rate_of(solo)
+    backlog = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(bulk)]
+    for command in backlog:
+        await driver.send(command)
+    for b_command in b_commands:
+        await driver.send(b_command)
+        await asyncio.sleep(spacing_s)
+    await driver.wait_for([c.id for c in b_commands] + [c.id for c in backlog])
+    return rate_alone, driver.steady_rate([c.id for c in backlog])
+
+
 async def fairness_run(settings: Settings, bulk: int, alone: int) -> tuple[list[float], float, int, float, float]:
     tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
     async with Driver(settings) as driver:
@@ -316,23 +346,8 @@ async def fairness_run(settings: Settings, bulk: int, alone: int) -> tuple[list[
         await driver.wait_for([idle.id])
         idle_latency = driver.latency(idle.id)
 
-        solo = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(alone)]
-        for command in solo:
-            await driver.send(command)
-        await driver.wait_for([c.id for c in solo])
-        rate_alone = driver.steady_rate([c.id for c in solo])
-
-        backlog = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(bulk)]
-        for command in backlog:
-            await driver.send(command)
-        b_commands = []
-        for _ in range(5):
-            command = upload_command(tenant_b, uuid.uuid4(), "b.txt", "text/plain", b"B")
-            b_commands.append(command)
-            await driver.send(command)
-            await asyncio.sleep(0.5)
-        await driver.wait_for([c.id for c in b_commands] + [c.id for c in backlog])
-        rate_with = driver.steady_rate([c.id for c in backlog])
+        b_commands = [upload_command(tenant_b, uuid.uuid4(), "b.txt", "text/plain", b"B") for _ in range(5)]
+        rate_alone, rate_with = await behind_a_backlog(driver, tenant_a, alone, bulk, b_commands, spacing_s=0.5)
         b_latencies = [driver.latency(c.id) for c in b_commands]
     a_keys = [f"{tenant_a}.{lane}" for lane in range(LANES)]
     b_keys = [routing_key(tenant_b, c.data.document_id) for c in b_commands]
@@ -367,9 +382,7 @@ async def one_replica(faults: dict[str, Any]) -> AsyncIterator[Settings]:
 async def chains(documents: int, versions: int, latency_ms: int) -> None:
     async with one_replica({"latency_ms": latency_ms}) as settings, Driver(settings) as driver:
         tenant, docs = uuid.uuid4(), [uuid.uuid4() for _ in range(documents)]
-        warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
-        await driver.send(warm)
-        await driver.wait_for([warm.id])
+        await driver.settled(upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w"))
         commands = [
             upload_command(tenant, doc, "c.txt", "text/plain", f"{doc} v{v}".encode())
             for v in range(1, versions + 1)

@@ -15,7 +15,7 @@ import asyncio
 import statistics
 import uuid
 
-from tests.bench.fleet_bench import Driver, one_replica
+from tests.bench.fleet_bench import Driver, behind_a_backlog, one_replica
 from tests.routing_oracle import shards_of
 from worker.amqp.routing import LANES, routing_key
 from worker.producer import upload_command
@@ -49,25 +49,9 @@ async def backlog_run(bulk: int, alone: int, shared: int, latency_ms: int) -> No
         url, tenant_a = settings.amqp_url.get_secret_value(), uuid.uuid4()
         tenant_b, docs = await tenant_b_and_documents(url, settings.shard_count, tenant_a, shared, 20)
         for tenant in (tenant_a, tenant_b):  # repositories and tokens first
-            warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
-            await driver.send(warm)
-            await driver.wait_for([warm.id])
-        solo = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(alone)]
-        for command in solo:
-            await driver.send(command)
-        await driver.wait_for([c.id for c in solo])
-        rate_alone = driver.steady_rate([c.id for c in solo])
-        backlog = [upload_command(tenant_a, uuid.uuid4(), "a.txt", "text/plain", b"A") for _ in range(bulk)]
-        for command in backlog:
-            await driver.send(command)
-        b_commands = []
-        for doc, _ in docs:
-            command = upload_command(tenant_b, doc, "b.txt", "text/plain", b"B")
-            b_commands.append(command)
-            await driver.send(command)
-            await asyncio.sleep(0.25)
-        await driver.wait_for([c.id for c in b_commands] + [c.id for c in backlog])
-        rate_with = driver.steady_rate([c.id for c in backlog])
+            await driver.settled(upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w"))
+        b_commands = [upload_command(tenant_b, doc, "b.txt", "text/plain", b"B") for doc, _ in docs]
+        rate_alone, rate_with = await behind_a_backlog(driver, tenant_a, alone, bulk, b_commands, spacing_s=0.25)
         latency = {c.id: driver.latency(c.id) for c in b_commands}
     in_shared = [latency[c.id] for c, (_, s) in zip(b_commands, docs, strict=True) if s]
     apart = [latency[c.id] for c, (_, s) in zip(b_commands, docs, strict=True) if not s]
@@ -94,9 +78,7 @@ async def retries_run(documents: int, failing_share: float, rate_per_s: float, l
     ]
     async with one_replica({"latency_ms": latency_ms, "scripted": scripted}) as settings, Driver(settings) as driver:
         tenant = uuid.uuid4()
-        warm = upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w")
-        await driver.send(warm)
-        await driver.wait_for([warm.id])
+        await driver.settled(upload_command(tenant, uuid.uuid4(), "w.txt", "text/plain", b"w"))
         commands = [upload_command(tenant, d, "r.txt", "text/plain", b"R") for d in docs]
         for command in commands:
             await driver.send(command)

@@ -40,7 +40,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from worker.amqp.confirms import delivery_lost
 from worker.amqp.routing import tenant_of_routing_key
@@ -78,7 +78,6 @@ class _Shard:
     number: int
     state: Subscription = Subscription.CLOSED
     channel: AbstractChannel | None = None
-    queue: AbstractQueue | None = None
     owned: bool = False
     retake: bool = False  # subscribe again once closed (a give-back after a failed settle)
     waiting: int = 0
@@ -212,7 +211,7 @@ class ShardConsumers:
         try:
             queue = await channel.declare_queue(self._names[shard.number], durable=True, arguments=self._arguments)
             await channel.set_qos(prefetch_count=self._read_ahead)
-            shard.channel, shard.queue = channel, queue
+            shard.channel = channel
             shard.state = Subscription.SUBSCRIBED
             shard.closed.clear()
             await queue.consume(functools.partial(self._deliver, shard, channel))
@@ -224,7 +223,7 @@ class ShardConsumers:
             raise
 
     async def _close(self, shard: _Shard) -> None:
-        channel, shard.channel, shard.queue = shard.channel, None, None
+        channel, shard.channel = shard.channel, None
         if shard.state is not Subscription.PAUSED:
             shard.state = Subscription.CLOSED
         if channel is not None:
