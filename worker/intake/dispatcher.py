@@ -106,8 +106,9 @@ class Dispatcher(Generic[T]):
 
     @property
     def runnable(self) -> int:
-        """Commands whose document lets them run, waiting for a place under the limit."""
-        return sum(len(heap) for heap in self._runnable.values())
+        """Commands whose document lets them run, waiting for a place under the limit (entries left behind
+        by a withdrawal or a cancel stay in the heaps until ``wake`` pops them, and are not counted)."""
+        return sum(1 for heap in self._runnable.values() for _, held in heap if _waits_for_a_place(held))
 
     @property
     def held_back(self) -> int:
@@ -123,9 +124,6 @@ class Dispatcher(Generic[T]):
 
     def bytes_in(self, queue: int) -> int:
         return sum(h.size for h in self._by_queue.get(queue, ()))
-
-    def running_tenants(self) -> list[str]:
-        return [t for t, n in self._running_by_tenant.items() for _ in range(n)]
 
     # --- the life of a held command ---------------------------------------------------------------
 
@@ -212,13 +210,12 @@ class Dispatcher(Generic[T]):
             _, held = heapq.heappop(heap)
             if not heap:
                 del self._runnable[tenant]
-            if held.state is State.RESUMING:
-                if held._turn is not None and not held._turn.done():
-                    self._begin_running(held)
-                    held._turn.set_result(None)
-                continue
-            if held.state is not State.WAITING or held.withdrawn:
+            if not _waits_for_a_place(held):
                 continue  # settled, withdrawn or cancelled since it was queued here
+            if held._turn is not None:  # a parked command whose backoff is over
+                self._begin_running(held)
+                held._turn.set_result(None)
+                continue
             if self._is_lost(held.payload):  # its channel died: the broker delivers it again
                 self._forget(held)
                 continue
@@ -264,6 +261,12 @@ class Dispatcher(Generic[T]):
             del self._documents[held.document]
         elif was_head and line[0].state is State.WAITING:
             self._make_runnable(line[0])
+
+
+def _waits_for_a_place(held: Held[T]) -> bool:
+    if held.state is State.RESUMING:
+        return held._turn is not None and not held._turn.done()
+    return held.state is State.WAITING and not held.withdrawn
 
 
 def _cancelling() -> bool:

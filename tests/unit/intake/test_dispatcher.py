@@ -143,3 +143,11 @@ class TestWithdraw:
             await parked
         r.finish("X1")
         assert (r.dispatcher.running, r.dispatcher.parked, r.dispatcher.held) == (0, 0, 0)
+
+    def test_the_gauge_of_runnable_commands_leaves_withdrawn_ones_out(self) -> None:
+        r = Rig(limit=1)
+        r.offer("X1", queue=0)
+        r.offer("Y1", queue=1)
+        assert r.dispatcher.runnable == 1
+        r.dispatcher.withdraw(1)
+        assert r.dispatcher.runnable == 0 and r.dispatcher.held == 1
