@@ -1,4 +1,8 @@
-"""Fault injection for the emulator: latency, error shares, 429, dropped connections, scripted faults.
+"""Fault injection for the emulator: latency, error shares, 429, dropped connections, lost answers, scripted faults.
+
+``drop`` aborts the connection before the request is worked on (nothing changes in DMS); ``lose_answer``
+works the request (a write takes effect) and then aborts the connection instead of answering: the client
+sees the same broken connection and cannot tell which of the two happened.
 
 Rates are drawn from a seeded RNG so a run is repeatable; scripted faults fire a fixed number of times
 on requests whose path starts with a prefix, for deterministic tests.
@@ -22,7 +26,7 @@ from aiohttp import web
 
 @dataclass
 class ScriptedFault:
-    kind: str  # "status" | "drop" | "rate_limit"
+    kind: str  # "status" | "drop" | "lose_answer" | "rate_limit"
     times: int = 1
     status: int = 503
     retry_after: int = 1
@@ -40,6 +44,7 @@ class FaultConfig:
     rate_limit_rate: float = 0.0
     retry_after: int = 1
     drop_rate: float = 0.0
+    lose_answer_rate: float = 0.0  # the request is worked on, then its answer is lost
     scripted: list[ScriptedFault] = field(default_factory=list)
     seed: int | None = None
 
@@ -58,6 +63,7 @@ class FaultConfig:
                 "rate_limit_rate",
                 "retry_after",
                 "drop_rate",
+                "lose_answer_rate",
                 "seed",
             }:
                 setattr(self, key, value)
@@ -80,6 +86,7 @@ class FaultConfig:
             "rate_limit_rate": self.rate_limit_rate,
             "retry_after": self.retry_after,
             "drop_rate": self.drop_rate,
+            "lose_answer_rate": self.lose_answer_rate,
             "scripted": [vars(s) for s in self.scripted],
             "seed": self.seed,
         }
@@ -112,11 +119,13 @@ class FaultInjector:
         fault = self._scripted_for(path, action, name)
         if fault is None:
             roll = self._rng.random()
-            if roll < cfg.drop_rate:
+            if roll < (edge := cfg.drop_rate):
                 fault = ScriptedFault(kind="drop")
-            elif roll < cfg.drop_rate + cfg.rate_limit_rate:
+            elif roll < (edge := edge + cfg.lose_answer_rate):
+                fault = ScriptedFault(kind="lose_answer")
+            elif roll < (edge := edge + cfg.rate_limit_rate):
                 fault = ScriptedFault(kind="rate_limit", retry_after=cfg.retry_after)
-            elif roll < cfg.drop_rate + cfg.rate_limit_rate + cfg.error_rate:
+            elif roll < edge + cfg.error_rate:
                 fault = ScriptedFault(kind="status", status=self._rng.choice(cfg.error_statuses))
         if fault is not None:
             self.injected += 1
@@ -131,8 +140,11 @@ class InjectedFault(Exception):
         self.fault = fault
 
 
+LOSES_ANSWER = "lose_answer"
+
+
 def fault_response(request: web.Request, fault: ScriptedFault) -> web.StreamResponse:
-    if fault.kind == "drop":
+    if fault.kind in {"drop", LOSES_ANSWER}:
         if request.transport is not None:
             request.transport.abort()
         return web.Response(status=500)  # never reaches the client: the connection is gone
