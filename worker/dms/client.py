@@ -46,6 +46,7 @@ def _version(body: dict[str, Any]) -> DocumentVersion:
         checkin_comment=props.get("cmis:checkinComment"),
         checked_out_id=props.get("cmis:versionSeriesCheckedOutId"),
         description=props.get("cmis:description"),
+        checked_out_by=props.get("cmis:versionSeriesCheckedOutBy"),
     )
 
 
@@ -61,11 +62,15 @@ class DmsClient:
         credentials: Credentials,
         timeout_s: float = 60.0,
         observe: RequestObserver | None = None,
+        user: str | None = None,
     ) -> None:
         self._session = session
         self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._observe = observe
+        # DMS's user propagation header on every CMIS call: DMS records this name as the owner of the
+        # worker's working copies (cmis:versionSeriesCheckedOutBy), which tells them from anyone else's.
+        self._user_headers = {"X-EcmUserEnc": user} if user else {}
 
     @property
     def destination(self) -> DestinationRef:
@@ -249,6 +254,7 @@ class DmsClient:
                         headers={
                             "Authorization": f"Bearer {token}",
                             "Accept": "application/json",
+                            **(self._user_headers if path.startswith("browser/") else {}),
                             **tracing.current_fields(),
                         },
                         timeout=timeout,

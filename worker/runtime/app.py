@@ -107,7 +107,9 @@ class DmsClients:
                 credentials = LookedUpCredentials(choice, self.destination_service, self._tokens)
             else:
                 credentials = ConfiguredCredentials(choice, self._tokens)
-            client = DmsClient(self._session, credentials, self._settings.dms_timeout_s, self._observe)
+            client = DmsClient(
+                self._session, credentials, self._settings.dms_timeout_s, self._observe, self._settings.dms_user
+            )
             self._clients[choice] = client
         return client
 

@@ -31,7 +31,8 @@ DELETE /_emulator/faults clears every fault, and GET /_emulator/faults shows the
   seed             seeds the random draws, so a run repeats
   scripted         a list of faults that fire a fixed number of times, each:
                    {"kind": "status" | "drop" | "lose_answer" | "rate_limit", "times": 1,
-                    "status": 503, "retry_after": 1, "path_prefix": "/", "action": null, "name": null}
+                    "status": 503, "retry_after": 1, "path_prefix": "/", "action": null, "name": null,
+                    "method": null}
                    (action matches cmisaction=... in a form or cmisselector=... in a query; name
                    the cmis:name of a browser-binding POST)
 Example: --faults '{"latency_ms": 50, "scripted": [{"kind": "status", "status": 503, "times": 2,

@@ -71,7 +71,7 @@ class Emulator(AdminApi, BrowserApi, DestinationServiceApi):
     async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # POSTs to the browser binding pick their fault once the form (and its cmisaction) is read.
         if not (request.method == "POST" and request.path.startswith("/browser")):
-            fault = self.faults.pick(request.path, request.query.get("cmisselector"))
+            fault = self.faults.pick(request.path, request.query.get("cmisselector"), method=request.method)
             if fault is not None and fault.kind == LOSES_ANSWER:
                 request[LOSES_ANSWER] = fault
             elif fault is not None:

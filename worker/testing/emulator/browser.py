@@ -37,7 +37,7 @@ class BrowserApi(EmulatorBase):
         repo = self._cmis_repo(request)
         form = await read_form(request, self.state.max_content_size, self.state.content.upload_dir())
         action = (form.get("cmisaction") or "").lower()
-        if fault := self.faults.pick(request.path, action, form.properties().get("cmis:name")):
+        if fault := self.faults.pick(request.path, action, form.properties().get("cmis:name"), request.method):
             if fault.kind == LOSES_ANSWER:
                 request[LOSES_ANSWER] = fault  # worked on as usual; the middleware loses the answer
             else:

@@ -33,6 +33,7 @@ class ScriptedFault:
     path_prefix: str = "/"
     action: str | None = None  # match cmisaction=... (form) or cmisselector=... (query) if given
     name: str | None = None  # match a browser-binding POST whose cmis:name is this (one document's createDocument)
+    method: str | None = None  # match this HTTP method (e.g. POST: a repository create, not the listing)
 
 
 @dataclass
@@ -101,9 +102,11 @@ class FaultInjector:
     def reseed(self) -> None:
         self._rng = random.Random(self.config.seed)
 
-    def _scripted_for(self, path: str, action: str | None, name: str | None) -> ScriptedFault | None:
+    def _scripted_for(self, path: str, action: str | None, name: str | None, method: str) -> ScriptedFault | None:
         for fault in self.config.scripted:
             if fault.times <= 0 or not path.startswith(fault.path_prefix):
+                continue
+            if fault.method is not None and fault.method.upper() != method:
                 continue
             if fault.action is not None and fault.action.lower() != (action or "").lower():
                 continue
@@ -113,10 +116,10 @@ class FaultInjector:
             return fault
         return None
 
-    def pick(self, path: str, action: str | None, name: str | None = None) -> ScriptedFault | None:
+    def pick(self, path: str, action: str | None, name: str | None = None, method: str = "GET") -> ScriptedFault | None:
         """The fault to inject into this request, if any (scripted ones first, then the rates)."""
         cfg = self.config
-        fault = self._scripted_for(path, action, name)
+        fault = self._scripted_for(path, action, name, method)
         if fault is None:
             roll = self._rng.random()
             if roll < (edge := cfg.drop_rate):
