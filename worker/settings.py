@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
 from worker.dms.destinations import DEFAULT_DESTINATION_NAME, Destination
+
+LEASE_HEARTBEATS = 3  # a replica's lease on its shards lasts this many membership heartbeats (worker.intake.lease)
 
 MIB = 1024 * 1024
 DMS_MAX_FILE_SIZE = 400 * MIB  # the largest file DMS takes with its virus scan
@@ -92,6 +94,9 @@ class Settings(BaseSettings):
     adaptive_concurrency: bool = True
     concurrency_min: int = Field(default=8, ge=1)
     membership_heartbeat_s: float = Field(default=1.0, gt=0)  # replicas announce themselves to share shards
+    # AMQP heartbeat asked of the broker: how soon it finds a silent replica and hands its shards on. Must be
+    # above the lease (3 membership heartbeats, worker.intake.lease) so a cut-off replica stops writing first.
+    amqp_heartbeat_s: int = Field(default=15, ge=1)
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1_000, 5_000, 30_000, 120_000])
     delivery_limit: int = 20  # quorum-queue redeliveries (crash loops) before RabbitMQ dead-letters
     event_source: str = "urn:dms-upload-worker"
@@ -152,6 +157,17 @@ class Settings(BaseSettings):
     @classmethod
     def _broker_urls(cls, urls: list[SecretStr]) -> list[SecretStr]:
         return [check_broker_url(url) for url in urls]
+
+    @model_validator(mode="after")
+    def _lease_before_handover(self) -> Settings:
+        lease_s = self.membership_heartbeat_s * LEASE_HEARTBEATS
+        if self.amqp_heartbeat_s <= lease_s:
+            raise ValueError(
+                f"AMQP_HEARTBEAT_S ({self.amqp_heartbeat_s}) must be above the shard lease ({lease_s:g} s = "
+                f"{LEASE_HEARTBEATS} x MEMBERSHIP_HEARTBEAT_S): a replica cut off from the broker must stop writing "
+                "before the broker hands its shards to another"
+            )
+        return self
 
     def broker_urls(self) -> list[str]:
         """The broker addresses to try, in order: ``amqp_urls`` if given, else ``amqp_url``."""

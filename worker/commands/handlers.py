@@ -21,6 +21,7 @@ from worker.commands.content import decode_inline, fetch_url
 from worker.commands.known_documents import DocumentKey, KnownDocument, KnownDocuments, command_marker
 from worker.commands.spool import InlineContent, Spool, UploadContent
 from worker.contracts import DeleteCommand, DeleteSucceededData, UploadCommand, UploadSucceededData
+from worker.dms.call_gate import CallGate, call_gate
 from worker.dms.protocol import Content, DmsApi, DocumentVersion, RepositoryRef
 from worker.dms.repositories import TenantRepositories
 from worker.errors import DmsRejected, DocumentLocked, NameConflict, VersionLimitReached
@@ -45,6 +46,12 @@ class Delivery:
     @property
     def may_have_written(self) -> bool:
         return self.attempt > 1 or self.redelivered
+
+
+def gate_dms_calls(gate: CallGate) -> None:
+    """For the task running a command: ``gate`` is awaited before each of its DMS calls, and may stop them
+    (``worker.dms.call_gate``; the consumer's fence)."""
+    call_gate.set(gate)
 
 
 class DmsClientSource(Protocol):

@@ -20,6 +20,7 @@ import aiohttp
 import structlog
 
 from worker import tracing
+from worker.dms.call_gate import pass_gate
 from worker.dms.credentials import Credentials
 from worker.dms.http_errors import error_for
 from worker.dms.protocol import Content, DestinationRef, DocumentVersion, RepositoryRef
@@ -241,6 +242,7 @@ class DmsClient:
         timeout = self._timeout
         if body_size > SINGLE_WRITE_LIMIT and timeout.total is not None:
             timeout = aiohttp.ClientTimeout(total=timeout.total + body_size / SLOWEST_UPLOAD_BYTES_PER_S)
+        await pass_gate()  # e.g. the fence of a replica cut off from the broker: nothing is sent past it
         for attempt in (1, 2):
             if (back := self.reachability.down()) is not None:  # no use hanging on a link that is gone
                 raise DmsUnavailable(

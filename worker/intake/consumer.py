@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from enum import Enum
@@ -36,18 +37,21 @@ from worker.amqp.names import (
     WORKER_ONLY_HEADERS,
 )
 from worker.amqp.routing import tenant_of_routing_key
-from worker.commands.handlers import Delivery
+from worker.commands.handlers import Delivery, gate_dms_calls
 from worker.commands.parsing import command_from_json, decode_body, ids_from_json, max_body_bytes
 from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
 from worker.errors import InternalError, InvalidCommand, TransientError, WorkerError
 from worker.intake.dispatcher import Withdrawn
 from worker.intake.envelope import check_envelope
+from worker.intake.lease import BrokerLease
 from worker.results import policy
 from worker.results.events import failed_event, retrying_event, success_event
 from worker.runtime.metrics import WorkerMetrics
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+FENCE_POLL_S = 0.25  # how often a fenced command looks whether the lease is back or its delivery gone
 
 Result = UploadSucceededData | DeleteSucceededData
 # Sleeps a retry backoff without holding a place (ended early when the event, if any, is set); may raise Withdrawn.
@@ -104,8 +108,11 @@ class CommandConsumer:
         handlers: CommandHandlers,
         publisher: EventPublisher,
         metrics: WorkerMetrics | None = None,
+        lease: BrokerLease | None = None,
     ) -> None:
         self._settings = settings
+        self._lease = lease  # None: no fence (tests of the consumer alone)
+        self._fenced = False
         self._channel = channel
         self._handlers = handlers
         self._publisher = publisher
@@ -156,9 +163,13 @@ class CommandConsumer:
                     command_type, command.time if command else None, message.timestamp
                 )
                 structlog.contextvars.bind_contextvars(queue_wait_s=round(waited, 3) if waited is not None else None)
+                gate_dms_calls(functools.partial(self._fence, message))  # this command's task only
                 try:
                     done = await self._attempt_until_settled(incoming, park, command_id)
                 except Withdrawn:
+                    if delivery_lost(message):
+                        log.info("delivery_lost_while_running")
+                        return Ending.LOST
                     log.info("command_given_back")
                     return Ending.WITHDRAWN
                 outcome = done.decision.outcome.value
@@ -201,6 +212,8 @@ class CommandConsumer:
                             result = await self._handlers.handle_upload(command, delivery)
                     except WorkerError as exc:
                         error = exc
+                    except Withdrawn:
+                        raise
                     except Exception as exc:  # a bug: retried like a transient fault, so it ends in the DLQ
                         log.exception("unexpected_error")
                         error = InternalError(f"internal error: {type(exc).__name__}")
@@ -219,6 +232,22 @@ class CommandConsumer:
             if delivery_lost(message):  # no use trying again: the broker delivers it again, in order
                 raise Withdrawn
             attempt += 1
+
+    async def _fence(self, message: AbstractIncomingMessage) -> None:
+        """Passed before every DMS call of a command: no call starts while this replica does not hear the broker
+        (``worker.intake.lease``), and none once the command's delivery is back with the broker."""
+        lease = self._lease
+        if lease is not None and not lease.holds():
+            if not self._fenced:
+                self._fenced = True
+                log.warning("broker_lease_lost_dms_calls_wait", silent_for_s=round(lease.silent_for_s(), 1))
+            while not lease.holds() and not delivery_lost(message):  # noqa: ASYNC110 - two conditions, one aio-pika's
+                await asyncio.sleep(FENCE_POLL_S)
+            if self._fenced and lease.holds():
+                self._fenced = False
+                log.info("broker_lease_renewed")
+        if delivery_lost(message):
+            raise Withdrawn
 
     async def _settle(
         self, message: AbstractIncomingMessage, done: Attempts, command_id: str, ids: dict[str, Any]

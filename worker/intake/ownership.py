@@ -152,8 +152,10 @@ class ShardAssigner:
         heartbeat_s: float = 1.0,
         backlog: Callable[[], Mapping[int, int]] | None = None,
         work_low_water: int | None = None,
+        heard: Callable[[], None] | None = None,
     ) -> None:
         self.me = uuid.uuid4().hex
+        self._heard = heard  # every heartbeat that came through the broker, our own too (the lease)
         self._channel = channel
         self._exchange_name = exchange_name
         self._shard_count = shard_count
@@ -234,6 +236,8 @@ class ShardAssigner:
             log.info("announce_after_reconnect_failed", error=repr(exc))
 
     async def _on_heartbeat(self, message: AbstractIncomingMessage) -> None:
+        if self._heard is not None:
+            self._heard()
         try:
             beat = json.loads(message.body)
             member, holds, leaving = str(beat["member"]), {int(s) for s in beat["holds"]}, bool(beat.get("leaving"))

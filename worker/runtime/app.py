@@ -36,6 +36,7 @@ from worker.dms.tokens import TokenCache
 from worker.errors import UnknownTenant
 from worker.intake.concurrency import AdaptiveLimit
 from worker.intake.consumer import CommandConsumer
+from worker.intake.lease import BrokerLease
 from worker.intake.ownership import ShardAssigner
 from worker.intake.shard_consumers import ShardConsumers
 from worker.results.events import ResultPublisher
@@ -190,12 +191,13 @@ class Worker:
         handlers = Handlers(s, clients, TenantRepositories(), self.http, self.spool)
 
         # Any node of the cluster; on loss the next one that answers, with everything below restored.
-        self.connection = await connect_robust(s.broker_urls())
+        self.connection = await connect_robust([with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()])
         self.connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         declared = await topology.declare(channel, s)
         results = cast(AbstractExchange, ConfirmingExchange(declared.result_exchange))  # resent if unconfirmed
-        self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(results), self.metrics)
+        lease = BrokerLease(s.membership_heartbeat_s)
+        self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(results), self.metrics, lease)
         shards = self.intake = ShardConsumers(
             self.connection,
             declared.shard_queue_names,
@@ -221,6 +223,7 @@ class Worker:
             heartbeat_s=s.membership_heartbeat_s,
             backlog=shards.backlog,
             work_low_water=s.in_flight_limit,
+            heard=lease.heard,
         )
         await self._assigner.start()
         self.connection.close_callbacks.add(lambda *_: assigner.connection_lost())
@@ -272,3 +275,9 @@ class Worker:
         if self.spool is not None:
             self.spool.close()
         log.info("worker_stopped")
+
+
+def with_heartbeat(url: str, heartbeat_s: int) -> str:
+    """The broker URL asking for ``AMQP_HEARTBEAT_S`` unless it names a heartbeat itself."""
+    parsed = yarl.URL(url)
+    return url if "heartbeat" in parsed.query else str(parsed.update_query(heartbeat=heartbeat_s))

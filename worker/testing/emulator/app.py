@@ -5,6 +5,7 @@ replaces it, ``POST {}`` or ``DELETE`` clears it, see ``faults``; destinations, 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -60,6 +61,7 @@ class Emulator(AdminApi, BrowserApi, DestinationServiceApi):
         # answer_ms holds the answer until that long after the request came, the emulator's own work
         # included: one process answering a burst must not add its queueing to the DMS latency it plays.
         loop = asyncio.get_running_loop()
+        self.requests.append((time.monotonic(), request.method, request.path, request.headers.get("User-Agent", "")))
         answer_at = loop.time() + self.faults.config.answer_ms / 1000
         if self.faults.config.latency_ms:
             await asyncio.sleep(self.faults.config.latency_ms / 1000)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,8 @@ class EmulatorBase:
         self.destinations = dict(config.destinations)
         self.faults = FaultInjector(config.faults)
         self.calls: Counter[str] = Counter()
+        # (monotonic time, method, path, User-Agent) of the latest requests, for tests that ask who called when
+        self.requests: deque[tuple[float, str, str, str]] = deque(maxlen=100_000)
 
     def _zone(self, request: web.Request) -> str:
         zone = self.tokens.zone_for(request.headers.get("Authorization"))
