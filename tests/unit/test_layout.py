@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "worker"
-SHARED = {"worker.settings", "worker.errors", "worker.contracts", "worker.tracing"}
+SHARED = {"worker.settings", "worker.errors", "worker.contracts", "worker.tracing", "worker.backoff"}
 
 # stage -> the other parts of the package it may import
 ALLOWED: dict[str, set[str]] = {

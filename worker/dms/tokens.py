@@ -1,5 +1,6 @@
 """OAuth2 client-credentials tokens per destination: cached, fetched once for all concurrent callers,
-refreshed ahead of expiry, and evicted when DMS answers 401.
+refreshed ahead of expiry (jittered, so replicas that fetched together do not renew together), and evicted
+when DMS answers 401.
 
 A client secret goes as HTTP Basic; X.509 credentials present their certificate on the TLS connection to the
 ``certurl`` host and send only the client id, no secret."""
@@ -17,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from worker import tracing
+from worker import backoff, tracing
 from worker.dms.destinations import Destination
 from worker.dms.tls import client_certificate_context
 from worker.errors import TokenRejected
@@ -149,4 +150,4 @@ class TokenCache:
         except (KeyError, TypeError, ValueError) as exc:
             raise TokenRejected(f"token response of destination {destination.name} is malformed") from exc
         log.info("token_fetched", destination=destination.name, expires_in=lifetime, x509=destination.is_x509)
-        return _Token(value=value, refresh_at=self._clock() + lifetime - refresh_margin(lifetime))
+        return _Token(value=value, refresh_at=self._clock() + backoff.renewal(lifetime - refresh_margin(lifetime)))

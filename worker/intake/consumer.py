@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from worker import tracing
+from worker import backoff, tracing
 from worker.amqp.confirms import delivery_lost, publish_until_confirmed
 from worker.amqp.copies import persistent_copy
 from worker.amqp.names import (
@@ -103,8 +103,10 @@ class CommandConsumer:
         handlers: CommandHandlers,
         publisher: EventPublisher,
         metrics: WorkerMetrics | None = None,
+        jitter: backoff.Jitter = backoff.jittered,
     ) -> None:
         self._settings = settings
+        self._jitter = jitter
         self._channel = channel
         self._handlers = handlers
         self._publisher = publisher
@@ -204,7 +206,7 @@ class CommandConsumer:
                         log.exception("unexpected_error")
                         error = InternalError(f"internal error: {type(exc).__name__}")
                     tracing.mark_error(attempt_span, error)
-            decision = policy.decide(error, attempt, self._settings.retry_delays_ms)
+            decision = policy.decide(error, attempt, self._settings.retry_delays_ms, self._jitter)
             if decision.outcome is not policy.Outcome.RETRY:
                 return Attempts(decision, result, error, attempt, first_at)
             assert error is not None and decision.delay_ms is not None

@@ -1,7 +1,7 @@
 """Starts the worker once the broker answers: a failed try is logged once (``broker_unreachable`` with the
-attempt and the wait) and retried after a backoff of 1, 2, 4 ... up to 30 s, until it works or the process
-is told to stop, also in the middle of a try that hangs. Only an unreachable broker is retried; wrong
-credentials or a missing plugin end at once."""
+attempt and the wait) and retried after a backoff of 1, 2, 4 ... up to 30 s (each wait jittered down to half:
+``worker.backoff``), until it works or the process is told to stop, also in the middle of a try that hangs.
+Only an unreachable broker is retried; wrong credentials or a missing plugin end at once."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import aiormq.exceptions
 import structlog
 
+from worker import backoff
 from worker.runtime.app import Worker
 
 log = structlog.get_logger(__name__)
@@ -24,11 +25,8 @@ NOT_RETRIED = (aiormq.exceptions.ProbableAuthenticationError,)
 
 
 def backoff_delays(first_s: float = 1.0, cap_s: float = 30.0) -> Iterator[float]:
-    """1, 2, 4, 8, 16, 30, 30, ... (pure)."""
-    delay = first_s
-    while True:
-        yield min(delay, cap_s)
-        delay *= 2
+    """The nominal schedule 1, 2, 4, 8, 16, 30, 30, ... (pure); the waits taken are jittered."""
+    return backoff.exponential(first_s, cap_s)
 
 
 @contextlib.contextmanager
@@ -77,7 +75,7 @@ async def start_when_broker_answers(
     make_worker: Callable[[], Worker], stop: asyncio.Event, delays: Iterator[float] | None = None
 ) -> Worker | None:
     """A started worker, or ``None`` when ``stop`` was set while waiting for the broker."""
-    for attempt, delay in enumerate(delays or backoff_delays(), start=1):
+    for attempt, delay in enumerate(delays or backoff.with_jitter(backoff_delays()), start=1):
         worker = make_worker()
         try:
             with _quiet("aiormq.connection", "aio_pika.robust_connection"):

@@ -15,6 +15,11 @@ from worker.amqp.connection import Backoff, MultiAddressConnection, next_attempt
 from worker.settings import Settings
 
 
+def nominal(delay_s: float) -> float:
+    """No jitter: the nominal schedule itself."""
+    return delay_s
+
+
 class TestNextAttempt:
     """A lost connection or failed attempt moves to the next address; only whole failed rounds wait."""
 
@@ -28,13 +33,18 @@ class TestNextAttempt:
 
     def test_whole_failed_rounds_back_off_doubling_up_to_the_cap(self):
         backoff = Backoff(initial_s=0.5, max_s=4.0)
-        delays = [next_attempt(0, 3, failures=f, backoff=backoff)[1] for f in range(3, 19, 3)]
+        delays = [next_attempt(0, 3, failures=f, backoff=backoff, jitter=nominal)[1] for f in range(3, 19, 3)]
         assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
     def test_one_address_retries_itself_with_backoff(self):
         assert next_attempt(0, 1, failures=0) == (0, 0.0)
-        assert next_attempt(0, 1, failures=1) == (0, 0.5)
-        assert next_attempt(0, 1, failures=2) == (0, 1.0)
+        assert next_attempt(0, 1, failures=1, jitter=nominal) == (0, 0.5)
+        assert next_attempt(0, 1, failures=2, jitter=nominal) == (0, 1.0)
+
+    def test_the_waits_taken_are_jittered_between_half_and_all_of_the_schedule(self):
+        waits = {next_attempt(0, 1, failures=4)[1] for _ in range(50)}  # nominal 4 s
+        assert all(2.0 <= wait <= 4.0 for wait in waits) and len(waits) > 1
+        assert {next_attempt(0, 3, failures=2)[1] for _ in range(20)} == {0.0}  # the first round still does not wait
 
 
 class TestAddresses:

@@ -160,7 +160,8 @@ def rig(
     handlers = FakeHandlers(behaviour)
     publisher = FakePublisher(journal, fail_with=publish_fails)
     channel = FakeChannel(FakeExchange(journal))
-    consumer = CommandConsumer(settings, channel, handlers, publisher)  # type: ignore[arg-type]
+    # Without jitter: the configured delays themselves (tests/unit/results/test_policy.py covers the jitter).
+    consumer = CommandConsumer(settings, channel, handlers, publisher, jitter=lambda delay_s: delay_s)  # type: ignore[arg-type]
     return Rig(journal, command, message, handlers, publisher, consumer, settings)
 
 
