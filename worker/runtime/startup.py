@@ -43,17 +43,6 @@ def _quiet(*logger_names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
-async def _discard(worker: Worker) -> None:
-    """Closes what a failed ``start`` opened, without the shutdown's log lines."""
-    if worker.connection is not None:
-        with contextlib.suppress(Exception):
-            await worker.connection.close()
-    if worker.http is not None:
-        await worker.http.close()
-    if worker.spool is not None:
-        worker.spool.close()
-
-
 async def _unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
     """Runs ``start`` unless ``stop`` is set first (then cancels it and returns False)."""
     starting = asyncio.ensure_future(start)
@@ -81,22 +70,16 @@ async def start_when_broker_answers(
             with _quiet("aiormq.connection", "aio_pika.robust_connection"):
                 started = await _unless_stopped(worker.start(), stop)
             if not started:  # told to stop while a try hung (a silent address, a slow handshake)
-                await _discard(worker)
-                return None
+                return None  # the cancelled start closed what it had opened, as a failed one does
         except NOT_RETRIED:
-            await _discard(worker)
-            raise
+            raise  # the broker answered and refused us (before UNREACHABLE: it is a ConnectionError too)
         except UNREACHABLE as exc:
-            await _discard(worker)
             log.warning("broker_unreachable", attempt=attempt, retry_in_s=delay, error=str(exc) or type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 return None
             continue
-        except BaseException:
-            await _discard(worker)
-            raise
         if attempt > 1:
             log.info("broker_reached", attempt=attempt)
         return worker
