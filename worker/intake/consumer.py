@@ -36,7 +36,7 @@ from worker.amqp.names import (
     WORKER_ONLY_HEADERS,
 )
 from worker.amqp.routing import tenant_of_routing_key
-from worker.commands.handlers import Delivery
+from worker.commands.delivery import Delivery
 from worker.commands.parsing import command_from_json, decode_body, ids_from_json, max_body_bytes
 from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
 from worker.errors import InternalError, InvalidCommand, WorkerError
@@ -44,7 +44,6 @@ from worker.intake.dispatcher import Withdrawn
 from worker.intake.envelope import check_envelope
 from worker.results import policy
 from worker.results.events import failed_event, retrying_event, success_event
-from worker.runtime.metrics import WorkerMetrics
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -57,6 +56,29 @@ class CommandHandlers(Protocol):
     async def handle_upload(self, command: Any, delivery: Delivery) -> UploadSucceededData: ...
 
     async def handle_delete(self, command: Any, delivery: Delivery) -> DeleteSucceededData: ...
+
+
+class CommandObserver(Protocol):
+    """What the consumer reports while commands run (``worker.runtime.metrics.WorkerMetrics`` is one)."""
+
+    def command_started(self, tenant: str | None) -> object: ...  # a key for command_finished
+
+    def command_finished(self, key: object) -> None: ...
+
+    def observe_queue_wait(
+        self, command_type: str, issued: dt.datetime | None, amqp_timestamp: dt.datetime | None
+    ) -> float | None: ...  # seconds waited before the first attempt, if known
+
+    def retry_scheduled(self, error_code: str) -> None: ...
+
+    def command_ended(
+        self,
+        command_type: str,
+        outcome: policy.Outcome,
+        error_code: str | None,
+        uploaded_bytes: int | None,
+        issued: dt.datetime | None,
+    ) -> None: ...
 
 
 class EventPublisher(Protocol):
@@ -102,7 +124,7 @@ class CommandConsumer:
         channel: AbstractChannel,
         handlers: CommandHandlers,
         publisher: EventPublisher,
-        metrics: WorkerMetrics | None = None,
+        observer: CommandObserver,
         jitter: backoff.Jitter = backoff.jittered,
     ) -> None:
         self._settings = settings
@@ -110,7 +132,7 @@ class CommandConsumer:
         self._channel = channel
         self._handlers = handlers
         self._publisher = publisher
-        self._metrics = metrics or WorkerMetrics()
+        self._observer = observer
         self._max_body = max_body_bytes(settings.max_file_size)
 
     def read(self, message: AbstractIncomingMessage, shard: int | None = None) -> Incoming:
@@ -134,7 +156,7 @@ class CommandConsumer:
     async def run(self, incoming: Incoming, park: Park) -> Ending:
         """Runs the command to its outcome and settles it; see ``Ending`` for what the caller does next."""
         message, command, ids = incoming.message, incoming.command, incoming.ids
-        tracked = self._metrics.command_started(tenant_of_routing_key(message.routing_key or ""))
+        tracked = self._observer.command_started(tenant_of_routing_key(message.routing_key or ""))
         try:
             # The CloudEvent id is the command id; the AMQP message id is the producer's business.
             command_id = (
@@ -153,7 +175,7 @@ class CommandConsumer:
                 if delivery_lost(message):  # its channel died while it waited: the broker has it back
                     log.info("delivery_lost_before_start")
                     return Ending.LOST
-                waited = self._metrics.observe_queue_wait(
+                waited = self._observer.observe_queue_wait(
                     command_type, command.time if command else None, message.timestamp
                 )
                 structlog.contextvars.bind_contextvars(queue_wait_s=round(waited, 3) if waited is not None else None)
@@ -180,7 +202,7 @@ class CommandConsumer:
             self._record(command_type, done.decision, done.error, done.result, command)
             return Ending.SETTLED
         finally:
-            self._metrics.command_finished(tracked)
+            self._observer.command_finished(tracked)
 
     async def _attempt_until_settled(self, incoming: Incoming, park: Park, command_id: str) -> Attempts:
         # Attempts count from 1 on every delivery: a producer's x-attempt header is not believed, and the
@@ -211,7 +233,7 @@ class CommandConsumer:
                 return Attempts(decision, result, error, attempt, first_at)
             assert error is not None and decision.delay_ms is not None
             log.info("command_retry_scheduled", error_code=error.code, error=error.message, delay_ms=decision.delay_ms)
-            self._metrics.retries.labels(error_code=error.code).inc()
+            self._observer.retry_scheduled(error.code)
             notice = retrying_event(
                 self._settings.event_source, command_id, incoming.ids, error, attempt, decision.delay_ms
             )
@@ -274,12 +296,10 @@ class CommandConsumer:
         result: Result | None,
         command: Command | None,
     ) -> None:
-        m = self._metrics
-        m.commands.labels(type=command_type, outcome=decision.outcome.value).inc()
-        if decision.outcome is policy.Outcome.DEAD_LETTER and error is not None:
-            m.dead_letters.labels(error_code=error.code).inc()
-        if isinstance(result, UploadSucceededData):
-            m.bytes_uploaded.inc(result.size)
-        if command is not None and command.time is not None:
-            issued = command.time if command.time.tzinfo else command.time.replace(tzinfo=dt.UTC)
-            m.end_to_end.labels(type=command_type).observe(max(0.0, (dt.datetime.now(dt.UTC) - issued).total_seconds()))
+        self._observer.command_ended(
+            command_type,
+            decision.outcome,
+            error.code if error is not None else None,
+            result.size if isinstance(result, UploadSucceededData) else None,
+            command.time if command is not None else None,
+        )
