@@ -18,9 +18,9 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from tests.reading import read
 from worker.amqp import routing, topology
 from worker.amqp.names import command_exchange_name
-from worker.commands.parsing import best_effort_ids
 from worker.contracts import DELETE, Command
 from worker.dms.destinations import Destination
 from worker.producer import publish_command
@@ -66,7 +66,7 @@ class Stack:
     ) -> None:
         """Publishes any body the way a careless or hostile producer might. Unless told otherwise it uses
         the exchange and routing key a correct producer would use for what the body claims to be."""
-        ids = best_effort_ids(body)
+        ids = read(body).ids  # what the worker will make of it
         if routing_key is None:
             tenant, document = ids.get("tenant_id"), ids.get("document_id")
             routing_key = routing.routing_key(tenant, document) if tenant and document else ""

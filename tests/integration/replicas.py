@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.environment import as_environment
 from worker.settings import Settings
 
 
 def environment(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMS_WORKER_")}
-    env.update(settings.as_environment())
+    env.update(as_environment(settings))
     env.update(DMS_WORKER_HTTP_PORT="0", DMS_WORKER_LOG_LEVEL="INFO")
     return env
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.environment import as_environment
 from worker.producer import upload_command
 
 from .conftest import Stack, StackFactory
@@ -70,7 +71,7 @@ async def cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60) -
 
 
 def stack_env(stack: Stack) -> dict[str, str]:
-    return environment(**stack.settings.as_environment())
+    return environment(**as_environment(stack.settings))
 
 
 class TestMistakes:

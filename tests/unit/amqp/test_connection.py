@@ -10,6 +10,7 @@ import pytest
 from aio_pika.exceptions import PublishError
 from pamqp.commands import Basic
 
+from tests.environment import as_environment
 from worker.amqp.confirms import publish_until_confirmed, worth_retrying
 from worker.amqp.connection import Backoff, MultiAddressConnection, next_attempt, redacted
 from worker.settings import Settings
@@ -67,7 +68,7 @@ class TestAddresses:
         assert settings.broker_urls() == ["amqp://u:p@n1:5681/", "amqp://u:p@n2:5682/"]
         assert "u:p@" not in repr(settings) and "u:p@" not in settings.model_dump_json()
         # Replicas are started from as_environment(): the list must survive it.
-        env = settings.as_environment()
+        env = as_environment(settings)
         assert json.loads(env["DMS_WORKER_AMQP_URLS"]) == settings.broker_urls()
         monkeypatch.setenv("DMS_WORKER_AMQP_URLS", env["DMS_WORKER_AMQP_URLS"])
         assert Settings(_env_file=None).broker_urls() == settings.broker_urls()
