@@ -98,7 +98,8 @@ class TokenCache:
     def _client_certificate(self, destination: Destination) -> ssl.SSLContext:
         context = self._client_certificates.get(destination.cache_key)
         if context is None:
-            assert destination.certificate is not None and destination.key is not None
+            if destination.certificate is None or destination.key is None:
+                raise TokenRejected(f"destination {destination.name} has neither a client secret nor a certificate")
             context = client_certificate_context(
                 destination.certificate, destination.key.get_secret_value(), self._ca_bundle
             )

@@ -229,9 +229,9 @@ class CommandConsumer:
                         error = InternalError(f"internal error: {type(exc).__name__}")
                     tracing.mark_error(attempt_span, error)
             decision = policy.decide(error, attempt, self._settings.retry_delays_ms, self._jitter)
-            if decision.outcome is not policy.Outcome.RETRY:
+            # decide() gives RETRY only for an error, with a delay; anything else ends the attempts
+            if decision.outcome is not policy.Outcome.RETRY or error is None or decision.delay_ms is None:
                 return Attempts(decision, result, error, attempt, first_at)
-            assert error is not None and decision.delay_ms is not None
             log.info("command_retry_scheduled", error_code=error.code, error=error.message, delay_ms=decision.delay_ms)
             self._observer.retry_scheduled(error.code)
             notice = retrying_event(
@@ -248,19 +248,18 @@ class CommandConsumer:
     ) -> None:
         source = self._settings.event_source
         outcome, result, error, attempt = done.decision.outcome, done.result, done.error, done.attempt
-        if outcome is policy.Outcome.SUCCEEDED:
-            assert result is not None
+        if outcome is policy.Outcome.SUCCEEDED and result is not None:
             await self._publisher.publish(success_event(source, result))
-        elif outcome is policy.Outcome.FAILED:
-            assert error is not None
+        elif outcome is policy.Outcome.FAILED and error is not None:
             log.warning("command_failed", error_code=error.code, error=error.message)
             await self._publisher.publish(failed_event(source, command_id, ids, error, attempt))
-        else:
-            assert error is not None
+        elif outcome is policy.Outcome.DEAD_LETTER and error is not None:
             log.error("command_dead_lettered", error_code=error.code, error=error.message)
             with tracing.span("dead-letter", tracing.SpanKind.PRODUCER, {tracing.ERROR_CODE: error.code}):
                 await self._dead_letter(message, attempt, error, done.first_at)
             await self._publisher.publish(failed_event(source, command_id, ids, error, attempt, dead_lettered=True))
+        else:  # an outcome without its result or error (a bug): never acked, so the command is not lost
+            raise InternalError(f"nothing to make durable for outcome {outcome.value}")
         await message.ack()
 
     async def _dead_letter(

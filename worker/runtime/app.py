@@ -105,7 +105,8 @@ class DmsClients:
         if client is None:
             credentials: Credentials
             if isinstance(choice, DestinationName):
-                assert self.destination_service is not None
+                if self.destination_service is None:  # choose_destination names one only when it is bound
+                    raise UnknownTenant(f"destination {choice.name} needs the Destination service, which is not bound")
                 credentials = LookedUpCredentials(choice, self.destination_service, self._tokens)
             else:
                 credentials = ConfiguredCredentials(choice, self._tokens)
