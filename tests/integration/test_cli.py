@@ -336,10 +336,14 @@ class TestPublishWait:
         outcome = await cli("publish", "a.txt", "--tenant", tenant, "--wait", env=stack_env(stack), cwd=tmp_path)
         assert outcome.code == 0, outcome.err
         said = "(dms_unavailable: DMS createDocument answered 503 runtime: Emulated failure 503)"
-        assert outcome.err.splitlines() == [
-            f"retrying: attempt 1 failed {said}; next attempt in 1 s",
-            f"retrying: attempt 2 failed {said}; next attempt in 1.5 s",
-        ]
+        notices = outcome.err.splitlines()
+        pattern = r"retrying: attempt (\d) failed (\(.+\)); next attempt in ([\d.]+) s"
+        said_each = [re.fullmatch(pattern, notice) for notice in notices]
+        assert all(said_each) and len(said_each) == 2, notices
+        assert [(int(m[1]), m[2]) for m in said_each if m] == [(1, said), (2, said)]
+        # 1 and 1.5 s, each jittered to between half and all of it (worker.backoff)
+        waits = [float(m[3]) for m in said_each if m]
+        assert 0.5 <= waits[0] <= 1 and 0.75 <= waits[1] <= 1.5, notices
         assert outcome.rows()[1]["type"] == "dms.upload.succeeded" and outcome.rows()[1]["data"]["attempts"] == 3
 
     async def test_giving_up_while_the_worker_retries_says_so(self, make_stack: StackFactory, tmp_path: Path) -> None:
@@ -350,7 +354,8 @@ class TestPublishWait:
         outcome = await cli(*args, env=stack_env(stack), cwd=tmp_path)
         assert outcome.code == 3, outcome.err
         notice, error = outcome.err.splitlines()
-        assert re.fullmatch(r"retrying: attempt 1 failed \(\w+: .+\); next attempt in 30 s", notice), notice
+        said = re.fullmatch(r"retrying: attempt 1 failed \(\w+: .+\); next attempt in ([\d.]+) s", notice)
+        assert said and 15 <= float(said[1]) <= 30, notice  # 30 s, jittered to between half and all of it
         assert error.startswith("error: no result for command ") and f"the worker is retrying it ({notice})" in error
 
     async def test_no_result_in_time_exits_3(self, stack: Stack, tmp_path: Path) -> None:
@@ -359,6 +364,7 @@ class TestPublishWait:
         args = ("publish", "a.txt", "--tenant", str(uuid.uuid4()), "--wait", "--timeout", "1")
         outcome = await cli(*args, env=stack_env(stack), cwd=tmp_path)
         outcome.assert_one_line_mistake(3, "no result", "--timeout")
+        await stack.worker.stop(grace_s=0)  # the upload still waits for DMS: give it back rather than wait it out
 
 
 async def test_results_follows_events_with_filters(stack: Stack, tmp_path: Path) -> None:
