@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -29,7 +30,8 @@ from worker.settings import Settings
 from worker.testing.emulator import EmulatorConfig, EmulatorTls, RunningEmulator, serve_emulator
 from worker.testing.emulator.store import Repository
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# The broker the integration tests use (each test declares and deletes names of its own on it).
+AMQP_URL = os.environ.get("DMS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def settings_for(prefix: str, **overrides: Any) -> Settings:

@@ -126,9 +126,11 @@ class CommandConsumer:
         publisher: EventPublisher,
         observer: CommandObserver,
         jitter: backoff.Jitter = backoff.jittered,
+        settle_failure_pause_s: float = 1.0,  # no hot loop while the broker cannot take our events
     ) -> None:
         self._settings = settings
         self._jitter = jitter
+        self._settle_failure_pause_s = settle_failure_pause_s
         self._channel = channel
         self._handlers = handlers
         self._publisher = publisher
@@ -197,7 +199,7 @@ class CommandConsumer:
                         return Ending.LOST
                     # Broker trouble while settling: the message stays unacked and its queue is given back.
                     log.warning("settle_failed", error=repr(exc), outcome=outcome)
-                    await asyncio.sleep(1.0)  # no hot loop while the broker cannot take our events
+                    await asyncio.sleep(self._settle_failure_pause_s)
                     return Ending.GIVE_BACK
             self._record(command_type, done.decision, done.error, done.result, command)
             return Ending.SETTLED

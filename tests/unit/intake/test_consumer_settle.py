@@ -162,7 +162,15 @@ def rig(
     publisher = FakePublisher(journal, fail_with=publish_fails)
     channel = FakeChannel(FakeExchange(journal))
     # Without jitter: the configured delays themselves (tests/unit/results/test_policy.py covers the jitter).
-    consumer = CommandConsumer(settings, channel, handlers, publisher, WorkerMetrics(), jitter=lambda delay_s: delay_s)  # type: ignore[arg-type]
+    consumer = CommandConsumer(
+        settings,
+        channel,  # type: ignore[arg-type]
+        handlers,
+        publisher,
+        WorkerMetrics(),
+        jitter=lambda delay_s: delay_s,
+        settle_failure_pause_s=0.01,
+    )
     return Rig(journal, command, message, handlers, publisher, consumer, settings)
 
 
