@@ -6,6 +6,9 @@
 #   bash deploy/dev.sh broker               only makes sure RabbitMQ runs (with rabbitmq_sharding)
 #   bash deploy/dev.sh broker-inventory     the queues and exchanges on the machine's broker, sorted (for CI's
 #                                           check that the tests leave it as they found it)
+#   bash deploy/dev.sh lock [uv args]       pins the dependency set anew from pyproject.toml's ranges into
+#                                           requirements/runtime.txt and requirements/dev.txt (with uv; e.g.
+#                                           `--upgrade-package aiohttp`, or `--upgrade` for everything)
 # What `test` does to the machine: installs RabbitMQ with apt if missing and starts it (127.0.0.1:5672),
 # enables its rabbitmq_sharding plugin, installs Debian's prometheus package for promtool (the server is not
 # started), iproute2 and nftables for the network-fault tests (which make network namespaces of their own and
@@ -14,15 +17,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The venv gets exactly the versions in requirements/dev.txt (hashes checked), then the package itself without
+# dependencies; again whenever the lock or pyproject.toml is newer than the last install.
 ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+  if [ ! -f .venv/.installed ] || [ requirements/dev.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+    .venv/bin/python -m pip install --quiet --no-deps -e .
     touch .venv/.installed
   fi
+}
+
+UV_VERSION=0.13.9  # the tool that writes the lock files; pinned so that two engineers' locks read alike
+
+# Both lock files resolve for every platform (--universal), so a laptop on macOS installs from them too. Extra
+# arguments go to both `uv pip compile` runs: without any, versions already pinned stay as they are.
+update_locks() {
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+  .venv/bin/python -m pip install --quiet "uv==$UV_VERSION"
+  local common=(--quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command "bash deploy/dev.sh lock")
+  .venv/bin/uv pip compile pyproject.toml "${common[@]}" -o requirements/runtime.txt "$@"
+  .venv/bin/uv pip compile pyproject.toml --extra dev "${common[@]}" -o requirements/dev.txt "$@"
 }
 
 broker_up() {
@@ -123,13 +140,16 @@ case "$cmd" in
     { timeout 120 rabbitmqctl -q list_queues name --no-table-headers </dev/null | sed 's/^/queue /' &&
       timeout 120 rabbitmqctl -q list_exchanges name --no-table-headers </dev/null | sed 's/^/exchange /'; } | sort
     ;;
+  lock)
+    update_locks "$@"
+    ;;
   demo)
     ensure_venv
     ensure_rabbitmq
     exec .venv/bin/python -m worker demo "$@"
     ;;
   *)
-    echo "usage: bash deploy/dev.sh {check|test|demo|broker|broker-inventory} [args]" >&2
+    echo "usage: bash deploy/dev.sh {check|test|demo|broker|broker-inventory|lock} [args]" >&2
     exit 2
     ;;
 esac

@@ -31,3 +31,14 @@ def lone_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     broker on 5672 may serve other programs and is never restarted."""
     shape = Cluster(Path(), port=5691, dist_port=25691, prefix="dmsr", size=1)
     yield from started_nodes(tmp_path_factory, "lone-broker", shape)
+
+
+UNIT_TEST_TIMEOUT_S = 15  # unit tests take well under a second each: one that hangs fails at once
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Unit tests (no sockets, fakes and fake clocks) get a short timeout of their own; integration tests keep
+    the 120 s of pytest's settings. A test's own ``timeout`` mark wins."""
+    for item in items:
+        if item.path.is_relative_to(Path(__file__).parent / "unit") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TEST_TIMEOUT_S))

@@ -175,7 +175,6 @@ class CommandRetrying(CloudEvent[RetryingData]):
 
 
 Command = UploadCommand | DeleteCommand
-ResultEvent = UploadSucceeded | DeleteSucceeded | CommandFailed
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "upload-command": UploadCommand,

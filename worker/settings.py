@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Mapping
@@ -172,33 +171,6 @@ class Settings(BaseSettings):
     def broker_urls(self) -> list[str]:
         """The broker addresses to try, in order: ``amqp_urls`` if given, else ``amqp_url``."""
         return [url.get_secret_value() for url in self.amqp_urls] or [self.amqp_url.get_secret_value()]
-
-    def destination_for(self, tenant_id: uuid.UUID) -> Destination | None:
-        return self.tenant_destinations.get(tenant_id, self.destination)
-
-    def as_environment(self) -> dict[str, str]:
-        """These settings as ``DMS_WORKER_*`` variables (secrets included): to start replicas with them."""
-        env: dict[str, str] = {}
-        platform = {"vcap_services", "service_binding_root"}
-        plain = self.model_dump(
-            mode="json", exclude={"amqp_url", "amqp_urls", "destination", "tenant_destinations", *platform}
-        )
-        for key, value in plain.items():
-            env[f"DMS_WORKER_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-        env["DMS_WORKER_AMQP_URL"] = self.amqp_url.get_secret_value()
-        if self.amqp_urls:
-            env["DMS_WORKER_AMQP_URLS"] = json.dumps([url.get_secret_value() for url in self.amqp_urls])
-        if self.destination is not None:
-            env["DMS_WORKER_DESTINATION"] = json.dumps(self.destination.as_properties())
-        if self.tenant_destinations:
-            env["DMS_WORKER_TENANT_DESTINATIONS"] = json.dumps(
-                {str(t): d.as_properties() for t, d in self.tenant_destinations.items()}
-            )
-        if self.vcap_services is not None:
-            env["VCAP_SERVICES"] = self.vcap_services.get_secret_value()
-        if self.service_binding_root is not None:
-            env["SERVICE_BINDING_ROOT"] = str(self.service_binding_root)
-        return env
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -22,6 +22,7 @@ import aio_pika
 import aiohttp
 
 from tests.bench.emulator_bench import free_port, pin, wait_until_up
+from tests.environment import as_environment
 from worker.amqp import topology
 from worker.dms.destinations import Destination
 from worker.producer import publish_command, upload_command
@@ -105,7 +106,7 @@ def bench_settings(emulator: Emulator, prefix: str, prefetch: int) -> Settings:
 
 def replica_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMS_WORKER_")}
-    env.update(settings.as_environment())
+    env.update(as_environment(settings))
     env.update(DMS_WORKER_HTTP_PORT="0", DMS_WORKER_LOG_LEVEL="WARNING")
     return env
 

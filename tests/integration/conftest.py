@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -18,9 +19,9 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from tests.reading import read
 from worker.amqp import routing, topology
 from worker.amqp.names import command_exchange_name
-from worker.commands.parsing import best_effort_ids
 from worker.contracts import DELETE, Command
 from worker.dms.destinations import Destination
 from worker.producer import publish_command
@@ -29,7 +30,8 @@ from worker.settings import Settings
 from worker.testing.emulator import EmulatorConfig, EmulatorTls, RunningEmulator, serve_emulator
 from worker.testing.emulator.store import Repository
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# The broker the integration tests use (each test declares and deletes names of its own on it).
+AMQP_URL = os.environ.get("DMS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def settings_for(prefix: str, **overrides: Any) -> Settings:
@@ -66,7 +68,7 @@ class Stack:
     ) -> None:
         """Publishes any body the way a careless or hostile producer might. Unless told otherwise it uses
         the exchange and routing key a correct producer would use for what the body claims to be."""
-        ids = best_effort_ids(body)
+        ids = read(body).ids  # what the worker will make of it
         if routing_key is None:
             tenant, document = ids.get("tenant_id"), ids.get("document_id")
             routing_key = routing.routing_key(tenant, document) if tenant and document else ""

@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.environment import as_environment
 from worker.settings import Settings
 
 
 def environment(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMS_WORKER_")}
-    env.update(settings.as_environment())
+    env.update(as_environment(settings))
     env.update(DMS_WORKER_HTTP_PORT="0", DMS_WORKER_LOG_LEVEL="INFO")
     return env
 
@@ -33,8 +34,8 @@ class Replicas:
         self.processes[index] = self._spawn(f"replica-{index}")
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
-        log = (self._log_dir / f"{name}.log").open("ab")
-        return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self._env, stdout=log, stderr=log)
+        with (self._log_dir / f"{name}.log").open("ab") as log:  # the child keeps a descriptor of its own
+            return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self._env, stdout=log, stderr=log)
 
     def signal(self, index: int, sig: signal.Signals) -> None:
         self.processes[index].send_signal(sig)
@@ -48,3 +49,4 @@ class Replicas:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()

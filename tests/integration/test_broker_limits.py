@@ -12,6 +12,7 @@ import aio_pika
 import pytest
 
 from tests.cluster.nodes import Cluster
+from tests.environment import as_environment
 from worker.amqp import topology
 
 from .conftest import settings_for
@@ -25,7 +26,7 @@ async def test_a_declare_refused_for_lack_of_resources_is_one_line(lone_broker: 
     settings = settings_for(f"test.{uuid.uuid4().hex[:10]}", amqp_url=lone_broker.url(1), shard_count=4)
     await asyncio.to_thread(lone_broker.ctl, 1, "set_vhost_limits", "-p", "/", '{"max-queues": 3}')
     try:
-        env = environment(**settings.as_environment()) | {"DMS_WORKER_HTTP_PORT": "0"}
+        env = environment(**as_environment(settings)) | {"DMS_WORKER_HTTP_PORT": "0"}
         outcome = await cli("run", env=env, cwd=tmp_path, timeout=60)
         assert outcome.code == 1 and "Traceback" not in outcome.err, outcome.err
         errors = [line for line in outcome.err.splitlines() if not line.startswith("{")]  # not the JSON log

@@ -33,7 +33,7 @@ def emulator_tls(ca: CertificateAuthority, directory: Path) -> EmulatorTls:
 
 
 async def readiness(stack: Stack) -> tuple[int, str]:
-    url = f"http://127.0.0.1:{stack.worker.http_port}/readyz"
+    url = f"http://127.0.0.1:{stack.worker.parts.http_port}/readyz"
     async with aiohttp.ClientSession() as http, http.get(url) as response:
         return response.status, await response.text()
 
@@ -146,7 +146,7 @@ async def test_destination_service_lookup_is_cached_and_repeated_after_a_401(mak
     emulator.destinations["CALM_OTHER"] = stack.emulator.destination_properties("CALM_OTHER", other)
     tenant, special = uuid.uuid4(), uuid.uuid4()
     stack.settings.tenant_destination_names[special] = "CALM_OTHER"
-    service = stack.worker.dms_clients.destination_service if stack.worker.dms_clients else None
+    service = stack.worker.parts.dms_clients.destination_service
     assert service is not None
 
     assert (await upload(stack, tenant))["data"]["version_label"] == "1.0"

@@ -72,8 +72,7 @@ async def test_an_upload_delivered_behind_a_held_backlog_runs_before_it(make_sta
     # (slots are spare) but runs only 2 at once, the adaptive limit pinned there (adaptation off). B's
     # upload, delivered after them, takes the next free slot rather than waiting for A's 38.
     stack = await make_stack(shard_count=2, in_flight_limit=64, adaptive_concurrency=False)
-    assert stack.worker.concurrency is not None
-    stack.worker.concurrency.limit = 2
+    stack.worker.parts.concurrency.limit = 2
     tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
     a_docs: list[uuid.UUID] = []
     b_doc: uuid.UUID | None = None

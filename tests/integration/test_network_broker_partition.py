@@ -58,7 +58,7 @@ async def test_a_replica_cut_off_from_the_broker_stops_writing_before_its_shards
             await worker.start()
             exits.push_async_callback(worker.stop, 1.0)
         await asyncio.sleep(3)  # the three share the shards
-        assert cut_off.intake is not None and cut_off.intake.loads(), "the replica to cut holds no shard"
+        assert cut_off.parts.intake.loads(), "the replica to cut holds no shard"
 
         tenant = uuid.uuid4()
         docs = [uuid.uuid4() for _ in range(24)]
@@ -74,7 +74,7 @@ async def test_a_replica_cut_off_from_the_broker_stops_writing_before_its_shards
 
         publishing = asyncio.create_task(publish())
         await asyncio.sleep(1.5)
-        running = cut_off.intake.dispatcher.running
+        running = cut_off.parts.intake.dispatcher.running
         relay.cut()
         cut_at = time.monotonic()
         await asyncio.sleep(12)  # past the broker's heartbeat timeout: it closes the connection, the shards move
@@ -96,4 +96,4 @@ async def test_a_replica_cut_off_from_the_broker_stops_writing_before_its_shards
         assert not written_while_fenced, [(round(t - cut_at, 2), m, path) for t, m, path, _ in written_while_fenced[:8]]
         assert verdict.ok and not verdict.failed, verdict
         await asyncio.sleep(3)
-        assert cut_off.intake.loads(), "the replica did not rejoin after the heal"
+        assert cut_off.parts.intake.loads(), "the replica did not rejoin after the heal"

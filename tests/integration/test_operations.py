@@ -26,7 +26,7 @@ def sample(metrics: str, name: str, **labels: str) -> float:
 
 
 async def scrape(stack: Stack, path: str = "/metrics") -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{stack.worker.http_port}{path}") as r:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{stack.worker.parts.http_port}{path}") as r:
         return r.status, await r.text()
 
 
@@ -59,8 +59,7 @@ async def test_liveness_and_readiness(stack: Stack) -> None:
     status, body = await scrape(stack, "/readyz")
     assert status == 200, body
     await stack.set_faults(scripted=[{"kind": "status", "status": 503, "times": 5, "path_prefix": "/oauth"}])
-    assert stack.worker.tokens is not None
-    stack.worker.tokens._tokens.clear()  # force a fetch: the token service is down
+    stack.worker.parts.tokens._tokens.clear()  # force a fetch: the token service is down
     status, body = await scrape(stack, "/readyz")
     assert status == 503 and "no DMS token" in body
 
@@ -75,7 +74,7 @@ async def slow_uploads_in_flight(stack: Stack, count: int, latency_ms: int) -> t
         await stack.send(command)
     seen: list[int] = []
     for _ in range(200):
-        seen.append(stack.worker.intake.dispatcher.running if stack.worker.intake is not None else -1)
+        seen.append(stack.worker.parts.intake.dispatcher.running)
         if seen[-1] == count:
             break
         await asyncio.sleep(0.05)

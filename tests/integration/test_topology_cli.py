@@ -11,6 +11,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from tests.environment import as_environment
 from worker.amqp import topology
 from worker.settings import Settings
 
@@ -43,7 +44,7 @@ async def test_without_a_terminal_it_needs_yes(
     declared: tuple[Settings, AbstractRobustConnection], tmp_path: Path
 ) -> None:
     settings, connection = declared
-    outcome = await cli("topology", "delete", env=environment(**settings.as_environment()), cwd=tmp_path)
+    outcome = await cli("topology", "delete", env=environment(**as_environment(settings)), cwd=tmp_path)
     lines = outcome.err.strip().splitlines()
     assert outcome.code == 2, outcome.err
     assert lines[0] == (
@@ -65,7 +66,7 @@ async def test_refuses_while_a_worker_is_attached_unless_forced(
         await message.ack()
 
     await shard.consume(hold)
-    env = environment(**settings.as_environment())
+    env = environment(**as_environment(settings))
 
     outcome = await cli("topology", "delete", "--yes", env=env, cwd=tmp_path)
     assert outcome.code == 1, outcome.err

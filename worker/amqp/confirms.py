@@ -30,11 +30,13 @@ from aio_pika.abc import (
 from aio_pika.exceptions import PublishError
 from aiormq.exceptions import ChannelInvalidStateError
 
+from worker import backoff
+
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)  # then 2 s between tries until the deadline
+RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)  # then 2 s between tries until the deadline; each jittered
 DEFAULT_DEADLINE_S = 120.0
 ATTEMPT_TIMEOUT_S = 10.0  # a confirm that never comes (a channel left in limbo by a failover) counts as lost
 
@@ -107,7 +109,7 @@ async def publish_until_confirmed(
                 log.warning("publish_nacked_renewing_channel", what=what, nacks=nacks)
                 await renew_channel(channel)
                 nacks = 0
-            delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+            delay = backoff.jittered(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)])
             attempt += 1
             log.warning("publish_unconfirmed_retrying", what=what, attempt=attempt, error=repr(exc), retry_in_s=delay)
             await asyncio.sleep(delay)

@@ -3,10 +3,11 @@
 aio-pika's robust connection reconnects to the one URL it was given (aio-pika issue 141), so a client whose
 node died waits for that node. ``MultiAddressConnection`` is that same robust connection with a list: a lost
 connection or a failed attempt moves it to the next address at once, and only a whole round of failed
-addresses makes it wait, longer each round (``next_attempt``). Once connected, aio-pika restores what the
-connection had: channels with their QoS and publisher confirms, exchanges, queues, bindings and consumers
-(consumer tags included), then runs ``reconnect_callbacks``. Publishes that were waiting for a confirm when
-the connection went are not replayed by aio-pika: ``worker.amqp.confirms`` sends them again.
+addresses makes it wait, longer each round and jittered (``next_attempt``, ``worker.backoff``). Once
+connected, aio-pika restores what the connection had: channels with their QoS and publisher confirms,
+exchanges, queues, bindings and consumers (consumer tags included), then runs ``reconnect_callbacks``.
+Publishes that were waiting for a confirm when the connection went are not replayed by aio-pika:
+``worker.amqp.confirms`` sends them again.
 
 Guarantee: while any listed address answers, the connection comes back within one round of attempts after
 the first failed round's backoff; it never gives up unless closed.
@@ -25,6 +26,8 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aiormq.exceptions import ProbableAuthenticationError
 from yarl import URL
 
+from worker.backoff import Jitter, jittered
+
 log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0  # one attempt at one address; a silent (firewalled) node must not hold us long
@@ -32,22 +35,25 @@ CONNECT_TIMEOUT_S = 10.0  # one attempt at one address; a silent (firewalled) no
 
 @dataclass(frozen=True)
 class Backoff:
-    """Waits between rounds of failed attempts: ``initial_s``, doubling, at most ``max_s``."""
+    """Waits between rounds of failed attempts: ``initial_s``, doubling, at most ``max_s``; each jittered."""
 
     initial_s: float = 0.5
     max_s: float = 15.0
 
 
-def next_attempt(index: int, count: int, failures: int, backoff: Backoff = Backoff()) -> tuple[int, float]:
-    """Pure: after a failure at address ``index`` of ``count``, which address to try next and how long to
-    wait first. ``failures`` counts the attempts that failed in a row, this one included; 0 means a working
-    connection was just lost. The first round through the list does not wait: another node usually answers.
+def next_attempt(
+    index: int, count: int, failures: int, backoff: Backoff = Backoff(), jitter: Jitter = jittered
+) -> tuple[int, float]:
+    """After a failure at address ``index`` of ``count``, which address to try next and how long to wait
+    first (pure but for ``jitter``). ``failures`` counts the attempts that failed in a row, this one included;
+    0 means a working connection was just lost. The first round through the list does not wait: another node
+    usually answers.
     """
     following = (index + 1) % count
     rounds = failures // count
     if rounds == 0:
         return following, 0.0
-    return following, min(backoff.max_s, backoff.initial_s * 2 ** (rounds - 1))
+    return following, jitter(min(backoff.max_s, backoff.initial_s * 2 ** (rounds - 1)))
 
 
 def redacted(url: URL) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -18,10 +17,10 @@ import structlog
 
 from worker.commands import validation
 from worker.commands.content import decode_inline, fetch_url
+from worker.commands.delivery import Delivery
 from worker.commands.known_documents import DocumentKey, KnownDocument, KnownDocuments, command_marker
 from worker.commands.spool import InlineContent, Spool, UploadContent
 from worker.contracts import DeleteCommand, DeleteSucceededData, UploadCommand, UploadSucceededData
-from worker.dms.call_gate import CallGate, call_gate
 from worker.dms.protocol import Content, DmsApi, DocumentVersion, RepositoryRef
 from worker.dms.repositories import TenantRepositories
 from worker.errors import DmsRejected, DocumentLocked, NameConflict, VersionLimitReached
@@ -31,27 +30,6 @@ log = structlog.get_logger(__name__)
 
 RESEND_AT_MOST = 256 * 1024  # a first-version attempt on a document that exists sends the content in vain
 CHECK_IN_LOOP_AT_MOST = 1024 * 1024  # larger contents are checked for active content in a thread
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What the handlers need to know about the message that carried the command."""
-
-    command_id: str  # the CloudEvent id
-    attempt: int  # 1 for the first try
-    redelivered: bool  # the broker may already have seen us work on it
-    source: str = ""  # the CloudEvent source: with the id, the command's identity
-    shard: int | None = None  # the shard queue it came from
-
-    @property
-    def may_have_written(self) -> bool:
-        return self.attempt > 1 or self.redelivered
-
-
-def gate_dms_calls(gate: CallGate) -> None:
-    """For the task running a command: ``gate`` is awaited before each of its DMS calls, and may stop them
-    (``worker.dms.call_gate``; the consumer's fence)."""
-    call_gate.set(gate)
 
 
 class DmsClientSource(Protocol):

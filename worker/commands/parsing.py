@@ -23,10 +23,6 @@ def max_body_bytes(max_file_size: int) -> int:
     return -(-max_file_size // 3) * 4 + ENVELOPE_ALLOWANCE
 
 
-def parse_command(body: bytes, max_bytes: int | None = None) -> Command:
-    return command_from_json(decode_body(body, max_bytes))
-
-
 def decode_body(body: bytes, max_bytes: int | None = None) -> Any:
     """JSON, or ``InvalidCommand``: bodies over ``max_bytes`` are not decoded at all, and nesting deeper than
     the interpreter's recursion limit (a few hundred levels suffice for any real command) is refused."""
@@ -67,15 +63,8 @@ def _describe(exc: ValidationError) -> str:
     return "invalid command: " + "; ".join(parts)
 
 
-def best_effort_ids(body: bytes) -> dict[str, Any]:
-    """Whatever identifiers a (possibly invalid) command carries, for its failed event and logs."""
-    try:
-        return ids_from_json(json.loads(body))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return {}
-
-
 def ids_from_json(raw: Any) -> dict[str, Any]:
+    """Whatever identifiers a (possibly invalid) command carries, for its failed event and logs."""
     found: dict[str, Any] = {}
     if not isinstance(raw, dict):
         return found

@@ -103,8 +103,8 @@ class SpoolWriter:
 
     async def finish(self) -> SpooledContent:
         await self._flush()
-        assert self._file is not None
-        await asyncio.to_thread(self._file.close)
+        file = self._open_file()
+        await asyncio.to_thread(file.close)
         self._file = None
         return SpooledContent(self.path, self.size, self._hash.hexdigest(), bytes(self._head))
 
@@ -125,9 +125,14 @@ class SpoolWriter:
         await asyncio.to_thread(self._write, piece)
 
     def _write(self, piece: bytes) -> None:
-        assert self._file is not None
+        file = self._open_file()
         self._hash.update(piece)  # hashlib lets go of the GIL for large updates
-        self._file.write(piece)
+        file.write(piece)
+
+    def _open_file(self) -> BinaryIO:
+        if self._file is None:
+            raise ValueError(f"spool file {self.path.name} was already finished or discarded")
+        return self._file
 
 
 class Spool:

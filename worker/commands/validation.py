@@ -8,7 +8,6 @@ large upload is never held whole."""
 from __future__ import annotations
 
 import codecs
-import hashlib
 import html
 import io
 import re
@@ -77,10 +76,6 @@ def check_size(actual: int, maximum: int, declared: int | None) -> None:
         raise FileTooLarge(f"file is {actual} bytes; the limit is {maximum} bytes")
     if declared is not None and declared != actual:
         raise IntegrityMismatch(f"declared size {declared} does not match the content's {actual} bytes")
-
-
-def check_sha256(content: bytes, declared: str | None) -> str:
-    return check_declared_sha256(hashlib.sha256(content).hexdigest(), declared)
 
 
 def check_declared_sha256(actual: str, declared: str | None) -> str:

@@ -236,7 +236,6 @@ class DmsClient:
         params: dict[str, str] | None = None,
         json: Any = None,
         form: Callable[[], Awaitable[Any]] | None = None,
-        raw: bool = False,
         body_size: int = 0,
     ) -> Any:
         timeout = self._timeout
@@ -284,8 +283,6 @@ class DmsClient:
                             continue
                         raise TokenRejected(f"DMS {operation} rejected a freshly fetched token (401)")
                     if status in ok:
-                        if raw:
-                            return await response.read()
                         if status == 204 or response.content_length == 0:
                             return None
                         text = await response.text()

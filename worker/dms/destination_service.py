@@ -1,10 +1,11 @@
 """The SAP BTP Destination service: "find destination" by name, reached through its own binding.
 
 ``GET <uri>/destination-configuration/v1/destinations/<name>`` answers the destination's configuration and,
-for ``OAuth2ClientCredentials``, ``authTokens`` it fetched for us. The answer is cached per name until its token
-is due for renewal (at most ``ttl_s``), fetched once for all concurrent callers, and forgotten when DMS
-rejects the token, so the next call looks the destination up again. A missing destination (404) is
-``UnknownTenant``; a token the service could not get (``authTokens[].error``) is ``TokenRejected``.
+for ``OAuth2ClientCredentials``, ``authTokens`` it fetched for us. The answer is cached per name until its
+token is due for renewal (at most ``ttl_s``; jittered, ``worker.backoff.renewal``), fetched once for all
+concurrent callers, and forgotten when DMS rejects the token, so the next call looks the destination up again.
+A missing destination (404) is ``UnknownTenant``; a token the service could not get (``authTokens[].error``)
+is ``TokenRejected``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import aiohttp
 import structlog
 from pydantic import ValidationError
 
+from worker import backoff
 from worker.dms.destinations import Destination
 from worker.dms.tokens import TokenCache, refresh_margin
 from worker.errors import DmsUnavailable, TokenRejected, UnknownTenant
@@ -39,8 +41,11 @@ class FoundDestination:
         return f"FoundDestination(destination={self.destination!r}, has_token={self.token is not None})"
 
 
-def parse_lookup(body: Any, name: str, now: float, ttl_s: float) -> FoundDestination:
-    """A "find destination" answer as a destination, its token and how long both may be used (pure)."""
+def parse_lookup(
+    body: Any, name: str, now: float, ttl_s: float, jitter: backoff.Jitter = backoff.renewal
+) -> FoundDestination:
+    """A "find destination" answer as a destination, its token and how long both may be used (pure but for
+    ``jitter``, which draws the time of renewal)."""
     if not isinstance(body, dict) or not isinstance(body.get("destinationConfiguration"), dict):
         raise UnknownTenant(f"destination {name}: the Destination service answer has no destinationConfiguration")
     configuration = body["destinationConfiguration"]
@@ -49,7 +54,7 @@ def parse_lookup(body: Any, name: str, now: float, ttl_s: float) -> FoundDestina
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "destination" for e in exc.errors()})
         raise UnknownTenant(f"destination {name} is not usable for DMS (check {', '.join(fields)})") from None
-    fresh_until = now + ttl_s
+    fresh_until = now + jitter(ttl_s)
     tokens = [t for t in body.get("authTokens") or [] if isinstance(t, dict)]
     if not tokens:
         return FoundDestination(destination, None, fresh_until)
@@ -61,7 +66,7 @@ def parse_lookup(body: Any, name: str, now: float, ttl_s: float) -> FoundDestina
         lifetime = float(first.get("expires_in") or ttl_s)  # SAP sends it as a string
     except (TypeError, ValueError):
         lifetime = ttl_s
-    fresh_until = now + min(ttl_s, lifetime - refresh_margin(lifetime))
+    fresh_until = now + jitter(min(ttl_s, lifetime - refresh_margin(lifetime)))
     return FoundDestination(destination, str(first["value"]), fresh_until)
 
 

@@ -1,5 +1,6 @@
 """OAuth2 client-credentials tokens per destination: cached, fetched once for all concurrent callers,
-refreshed ahead of expiry, and evicted when DMS answers 401.
+refreshed ahead of expiry (jittered, so replicas that fetched together do not renew together), and evicted
+when DMS answers 401.
 
 A client secret goes as HTTP Basic; X.509 credentials present their certificate on the TLS connection to the
 ``certurl`` host and send only the client id, no secret."""
@@ -17,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from worker import tracing
+from worker import backoff, tracing
 from worker.dms.destinations import Destination
 from worker.dms.tls import client_certificate_context
 from worker.errors import TokenRejected
@@ -97,7 +98,8 @@ class TokenCache:
     def _client_certificate(self, destination: Destination) -> ssl.SSLContext:
         context = self._client_certificates.get(destination.cache_key)
         if context is None:
-            assert destination.certificate is not None and destination.key is not None
+            if destination.certificate is None or destination.key is None:
+                raise TokenRejected(f"destination {destination.name} has neither a client secret nor a certificate")
             context = client_certificate_context(
                 destination.certificate, destination.key.get_secret_value(), self._ca_bundle
             )
@@ -149,4 +151,4 @@ class TokenCache:
         except (KeyError, TypeError, ValueError) as exc:
             raise TokenRejected(f"token response of destination {destination.name} is malformed") from exc
         log.info("token_fetched", destination=destination.name, expires_in=lifetime, x509=destination.is_x509)
-        return _Token(value=value, refresh_at=self._clock() + lifetime - refresh_margin(lifetime))
+        return _Token(value=value, refresh_at=self._clock() + backoff.renewal(lifetime - refresh_margin(lifetime)))

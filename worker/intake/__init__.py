@@ -1,2 +1,2 @@
-"""The broker side that brings commands in: the shard router, shard ownership between replicas, and the
-consumer that runs one command per document at a time and settles its message."""
+"""The broker side that brings commands in: shard ownership between replicas, one channel per held shard, the
+dispatcher that decides which held command runs next, and the consumer that runs a command and settles it."""

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from worker import tracing
+from worker import backoff, tracing
 from worker.amqp.confirms import delivery_lost, publish_until_confirmed
 from worker.amqp.copies import persistent_copy
 from worker.amqp.names import (
@@ -37,7 +37,7 @@ from worker.amqp.names import (
     WORKER_ONLY_HEADERS,
 )
 from worker.amqp.routing import tenant_of_routing_key
-from worker.commands.handlers import Delivery, gate_dms_calls
+from worker.commands.delivery import Delivery, gate_dms_calls
 from worker.commands.parsing import command_from_json, decode_body, ids_from_json, max_body_bytes
 from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
 from worker.errors import InternalError, InvalidCommand, TransientError, WorkerError
@@ -46,7 +46,6 @@ from worker.intake.envelope import check_envelope
 from worker.intake.lease import BrokerLease
 from worker.results import policy
 from worker.results.events import failed_event, retrying_event, success_event
-from worker.runtime.metrics import WorkerMetrics
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -62,6 +61,29 @@ class CommandHandlers(Protocol):
     async def handle_upload(self, command: Any, delivery: Delivery) -> UploadSucceededData: ...
 
     async def handle_delete(self, command: Any, delivery: Delivery) -> DeleteSucceededData: ...
+
+
+class CommandObserver(Protocol):
+    """What the consumer reports while commands run (``worker.runtime.metrics.WorkerMetrics`` is one)."""
+
+    def command_started(self, tenant: str | None) -> object: ...  # a key for command_finished
+
+    def command_finished(self, key: object) -> None: ...
+
+    def observe_queue_wait(
+        self, command_type: str, issued: dt.datetime | None, amqp_timestamp: dt.datetime | None
+    ) -> float | None: ...  # seconds waited before the first attempt, if known
+
+    def retry_scheduled(self, error_code: str) -> None: ...
+
+    def command_ended(
+        self,
+        command_type: str,
+        outcome: policy.Outcome,
+        error_code: str | None,
+        uploaded_bytes: int | None,
+        issued: dt.datetime | None,
+    ) -> None: ...
 
 
 class EventPublisher(Protocol):
@@ -107,16 +129,20 @@ class CommandConsumer:
         channel: AbstractChannel,
         handlers: CommandHandlers,
         publisher: EventPublisher,
-        metrics: WorkerMetrics | None = None,
+        observer: CommandObserver,
+        jitter: backoff.Jitter = backoff.jittered,
+        settle_failure_pause_s: float = 1.0,  # no hot loop while the broker cannot take our events
         lease: BrokerLease | None = None,
     ) -> None:
         self._settings = settings
+        self._jitter = jitter
+        self._settle_failure_pause_s = settle_failure_pause_s
         self._lease = lease  # None: no fence (tests of the consumer alone)
         self._fenced = False
         self._channel = channel
         self._handlers = handlers
         self._publisher = publisher
-        self._metrics = metrics or WorkerMetrics()
+        self._observer = observer
         self._max_body = max_body_bytes(settings.max_file_size)
 
     def read(self, message: AbstractIncomingMessage, shard: int | None = None) -> Incoming:
@@ -140,7 +166,7 @@ class CommandConsumer:
     async def run(self, incoming: Incoming, park: Park) -> Ending:
         """Runs the command to its outcome and settles it; see ``Ending`` for what the caller does next."""
         message, command, ids = incoming.message, incoming.command, incoming.ids
-        tracked = self._metrics.command_started(tenant_of_routing_key(message.routing_key or ""))
+        tracked = self._observer.command_started(tenant_of_routing_key(message.routing_key or ""))
         try:
             # The CloudEvent id is the command id; the AMQP message id is the producer's business.
             command_id = (
@@ -159,7 +185,7 @@ class CommandConsumer:
                 if delivery_lost(message):  # its channel died while it waited: the broker has it back
                     log.info("delivery_lost_before_start")
                     return Ending.LOST
-                waited = self._metrics.observe_queue_wait(
+                waited = self._observer.observe_queue_wait(
                     command_type, command.time if command else None, message.timestamp
                 )
                 structlog.contextvars.bind_contextvars(queue_wait_s=round(waited, 3) if waited is not None else None)
@@ -185,12 +211,12 @@ class CommandConsumer:
                         return Ending.LOST
                     # Broker trouble while settling: the message stays unacked and its queue is given back.
                     log.warning("settle_failed", error=repr(exc), outcome=outcome)
-                    await asyncio.sleep(1.0)  # no hot loop while the broker cannot take our events
+                    await asyncio.sleep(self._settle_failure_pause_s)
                     return Ending.GIVE_BACK
             self._record(command_type, done.decision, done.error, done.result, command)
             return Ending.SETTLED
         finally:
-            self._metrics.command_finished(tracked)
+            self._observer.command_finished(tracked)
 
     async def _attempt_until_settled(self, incoming: Incoming, park: Park, command_id: str) -> Attempts:
         # Attempts count from 1 on every delivery: a producer's x-attempt header is not believed, and the
@@ -218,12 +244,12 @@ class CommandConsumer:
                         log.exception("unexpected_error")
                         error = InternalError(f"internal error: {type(exc).__name__}")
                     tracing.mark_error(attempt_span, error)
-            decision = policy.decide(error, attempt, self._settings.retry_delays_ms)
-            if decision.outcome is not policy.Outcome.RETRY:
+            decision = policy.decide(error, attempt, self._settings.retry_delays_ms, self._jitter)
+            # decide() gives RETRY only for an error, with a delay; anything else ends the attempts
+            if decision.outcome is not policy.Outcome.RETRY or error is None or decision.delay_ms is None:
                 return Attempts(decision, result, error, attempt, first_at)
-            assert error is not None and decision.delay_ms is not None
             log.info("command_retry_scheduled", error_code=error.code, error=error.message, delay_ms=decision.delay_ms)
-            self._metrics.retries.labels(error_code=error.code).inc()
+            self._observer.retry_scheduled(error.code)
             notice = retrying_event(
                 self._settings.event_source, command_id, incoming.ids, error, attempt, decision.delay_ms
             )
@@ -254,19 +280,18 @@ class CommandConsumer:
     ) -> None:
         source = self._settings.event_source
         outcome, result, error, attempt = done.decision.outcome, done.result, done.error, done.attempt
-        if outcome is policy.Outcome.SUCCEEDED:
-            assert result is not None
+        if outcome is policy.Outcome.SUCCEEDED and result is not None:
             await self._publisher.publish(success_event(source, result))
-        elif outcome is policy.Outcome.FAILED:
-            assert error is not None
+        elif outcome is policy.Outcome.FAILED and error is not None:
             log.warning("command_failed", error_code=error.code, error=error.message)
             await self._publisher.publish(failed_event(source, command_id, ids, error, attempt))
-        else:
-            assert error is not None
+        elif outcome is policy.Outcome.DEAD_LETTER and error is not None:
             log.error("command_dead_lettered", error_code=error.code, error=error.message)
             with tracing.span("dead-letter", tracing.SpanKind.PRODUCER, {tracing.ERROR_CODE: error.code}):
                 await self._dead_letter(message, attempt, error, done.first_at)
             await self._publisher.publish(failed_event(source, command_id, ids, error, attempt, dead_lettered=True))
+        else:  # an outcome without its result or error (a bug): never acked, so the command is not lost
+            raise InternalError(f"nothing to make durable for outcome {outcome.value}")
         await message.ack()
 
     async def _dead_letter(
@@ -302,12 +327,10 @@ class CommandConsumer:
         result: Result | None,
         command: Command | None,
     ) -> None:
-        m = self._metrics
-        m.commands.labels(type=command_type, outcome=decision.outcome.value).inc()
-        if decision.outcome is policy.Outcome.DEAD_LETTER and error is not None:
-            m.dead_letters.labels(error_code=error.code).inc()
-        if isinstance(result, UploadSucceededData):
-            m.bytes_uploaded.inc(result.size)
-        if command is not None and command.time is not None:
-            issued = command.time if command.time.tzinfo else command.time.replace(tzinfo=dt.UTC)
-            m.end_to_end.labels(type=command_type).observe(max(0.0, (dt.datetime.now(dt.UTC) - issued).total_seconds()))
+        self._observer.command_ended(
+            command_type,
+            decision.outcome,
+            error.code if error is not None else None,
+            result.size if isinstance(result, UploadSucceededData) else None,
+            command.time if command is not None else None,
+        )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import cast
 
 import aiohttp
 import structlog
 import yarl
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
-from aiohttp import web
 
 from worker.amqp import topology
 from worker.amqp.confirms import ConfirmingExchange
@@ -105,7 +107,8 @@ class DmsClients:
         if client is None:
             credentials: Credentials
             if isinstance(choice, DestinationName):
-                assert self.destination_service is not None
+                if self.destination_service is None:  # choose_destination names one only when it is bound
+                    raise UnknownTenant(f"destination {choice.name} needs the Destination service, which is not bound")
                 credentials = LookedUpCredentials(choice, self.destination_service, self._tokens)
             else:
                 credentials = ConfiguredCredentials(choice, self._tokens)
@@ -140,69 +143,135 @@ def register_settings_secrets(settings: Settings) -> None:
                 logs.register_secret(secret)
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What a started worker is made of (readiness checks, tests and the demo look inside)."""
+
+    connection: AbstractRobustConnection
+    tokens: TokenCache
+    dms_clients: DmsClients
+    concurrency: AdaptiveLimit
+    intake: ShardConsumers
+    http_port: int | None  # the health and metrics endpoint (None: not served)
+
+
+@contextlib.asynccontextmanager
+async def holding_shards(
+    intake: ShardConsumers, assigner: ShardAssigner, grace_s: Callable[[], float]
+) -> AsyncIterator[None]:
+    """Takes part in sharing the shards while inside. Leaving releases every shard with heartbeats still
+    going (nobody takes our shards while we drain), lets started commands finish within ``grace_s()``, gives
+    the rest back by closing their channels (in order), and only then stops the heartbeats."""
+    await intake.start()
+    try:
+        await assigner.start()
+    except BaseException:
+        await intake.stop(0)
+        raise
+    try:
+        yield
+    finally:
+        await assigner.release_all()
+        grace = grace_s()
+        log.info("draining", running=intake.dispatcher.running, grace_s=grace)
+        await intake.stop(grace)  # closing each channel returns its unsettled deliveries, in order
+        await assigner.stop()
+
+
 class Worker:
-    """Start with ``await worker.start()``; stop with ``await worker.stop()``."""
+    """Start with ``await worker.start()``; stop with ``await worker.stop()``.
+
+    Everything ``start`` opens is entered on one ``AsyncExitStack``, in this order: spool, HTTP session,
+    broker connection, health endpoint, shard intake with its assigner. ``stop`` releases each once, in
+    reverse order, and so does a ``start`` that fails or is cancelled half-way (for what it had opened)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = WorkerMetrics()
-        self.connection: AbstractRobustConnection | None = None
-        self.http: aiohttp.ClientSession | None = None
-        self.spool: Spool | None = None
-        self.tokens: TokenCache | None = None
-        self.dms_clients: DmsClients | None = None
-        self.consumer: CommandConsumer | None = None
-        self.http_port: int | None = None
-        self.concurrency: AdaptiveLimit | None = None
-        self.intake: ShardConsumers | None = None
-        self._health: web.AppRunner | None = None
-        self._assigner: ShardAssigner | None = None
+        self._resources = contextlib.AsyncExitStack()
+        self._grace_s = settings.shutdown_grace_s
+        self._parts: Parts | None = None
+
+    @property
+    def parts(self) -> Parts:
+        if self._parts is None:
+            raise RuntimeError("the worker has not started")
+        return self._parts
 
     async def start(self) -> None:
+        try:
+            self._parts = await self._open(self._resources)
+        except BaseException:
+            with contextlib.suppress(Exception):  # what start raised says more than a failed close
+                await self._resources.aclose()
+            raise
+        s = self.settings
+        log.info(
+            "worker_started",
+            queue=s.command_queue,
+            shards=s.shard_count,
+            in_flight_limit=s.in_flight_limit,
+            http_port=self._parts.http_port,
+        )
+
+    async def _open(self, resources: contextlib.AsyncExitStack) -> Parts:
         s = self.settings
         register_settings_secrets(s)
         # First: a spool directory that is not writable is a configuration mistake, said before anything else.
-        self.spool = Spool.open(s.spool_dir)
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=s.dms_connections,
-                ssl=trust_context(s.ca_bundle),
-                socket_factory=stall_detecting(s.dms_stall_timeout_s),
-            ),
-            headers={"User-Agent": s.user_agent},
+        spool = Spool.open(s.spool_dir)
+        resources.callback(spool.close)
+        http = await resources.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=s.dms_connections,
+                    ssl=trust_context(s.ca_bundle),
+                    socket_factory=stall_detecting(s.dms_stall_timeout_s),
+                ),
+                headers={"User-Agent": s.user_agent},
+            )
         )
-        self.tokens = TokenCache(
-            self.http,
+        tokens = TokenCache(
+            http,
             on_fetch=self.metrics.token_fetches.inc,
             ca_bundle=s.ca_bundle,
             on_fetch_failed=self.metrics.token_fetch_failures.inc,
         )
         # As many commands run at once as DMS answers without queueing (at most IN_FLIGHT_LIMIT).
-        limit = self.concurrency = AdaptiveLimit(maximum=s.in_flight_limit, minimum=s.concurrency_min)
+        limit = AdaptiveLimit(maximum=s.in_flight_limit, minimum=s.concurrency_min)
+        intake: ShardConsumers | None = None  # made below; a readiness check may call DMS before it exists
 
         def observe(operation: str, status: int, seconds: float, body_bytes: int) -> None:
             self.metrics.observe_dms_request(operation, status, seconds)
-            if s.adaptive_concurrency and self.intake is not None:
-                limit.note_running(self.intake.dispatcher.running)
+            if s.adaptive_concurrency and intake is not None:
+                limit.note_running(intake.dispatcher.running)
                 if limit.observe(operation, seconds, status, body_bytes, time.monotonic()):
-                    self.intake.dispatcher.wake()
+                    intake.dispatcher.wake()
 
-        clients = self.dms_clients = DmsClients(s, self.http, self.tokens, observe)
-        handlers = Handlers(s, clients, TenantRepositories(), self.http, self.spool)
+        clients = DmsClients(s, http, tokens, observe)
+        resources.push_async_callback(clients.close)  # their probes of an unreachable DMS, before the session
+        handlers = Handlers(s, clients, TenantRepositories(), http, spool)
 
         # Any node of the cluster; on loss the next one that answers, with everything below restored.
-        self.connection = await connect_robust([with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()])
-        self.connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
-        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        connection = await connect_robust([with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()])
+        resources.push_async_callback(connection.close)
+        connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
+
+        http_port: int | None = None
+        if s.http_port is not None:  # up before the intake and down after it: probes and metrics cover the drain
+            checks = health.HealthChecks(consuming=self.consuming, token_obtainable=clients.check_ready)
+            runner, http_port = await start_site(health.make_app(checks, self.metrics), s.http_host, s.http_port)
+            resources.push_async_callback(runner.cleanup)
+
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         declared = await topology.declare(channel, s)
         results = cast(AbstractExchange, ConfirmingExchange(declared.result_exchange))  # resent if unconfirmed
         lease = BrokerLease(s.membership_heartbeat_s)
-        self.consumer = CommandConsumer(s, channel, handlers, ResultPublisher(results), self.metrics, lease)
-        shards = self.intake = ShardConsumers(
-            self.connection,
+        consumer = CommandConsumer(s, channel, handlers, ResultPublisher(results), self.metrics, lease=lease)
+        shards = intake = ShardConsumers(
+            connection,
             declared.shard_queue_names,
             topology.command_queue_arguments(s),
-            self.consumer,
+            consumer,
             running_limit=lambda: limit.limit,  # stays at IN_FLIGHT_LIMIT unless ADAPTIVE_CONCURRENCY moves it
             tenant_weights=s.tenant_weights,
             read_ahead=s.read_ahead,
@@ -212,8 +281,7 @@ class Worker:
         )
         self.metrics.watch_shards(shards.loads)
         self.metrics.watch_intake(shards.dispatcher, lambda: limit.limit, lambda: shards.paused)
-        await shards.start()
-        assigner = self._assigner = ShardAssigner(
+        assigner = ShardAssigner(
             channel,
             members_exchange_name(s.command_queue),
             s.shard_count,
@@ -225,55 +293,20 @@ class Worker:
             work_low_water=s.in_flight_limit,
             heard=lease.heard,
         )
-        await self._assigner.start()
-        self.connection.close_callbacks.add(lambda *_: assigner.connection_lost())
-        self.connection.reconnect_callbacks.add(lambda *_: assigner.connection_restored())
-        if s.http_port is not None:
-            checks = health.HealthChecks(consuming=self.consuming, token_obtainable=self.check_token)
-            self._health, self.http_port = await start_site(
-                health.make_app(checks, self.metrics), s.http_host, s.http_port
-            )
-        log.info(
-            "worker_started",
-            queue=s.command_queue,
-            shards=s.shard_count,
-            in_flight_limit=s.in_flight_limit,
-            http_port=self.http_port,
-        )
+        await resources.enter_async_context(holding_shards(shards, assigner, lambda: self._grace_s))
+        connection.close_callbacks.add(lambda *_: assigner.connection_lost())
+        connection.reconnect_callbacks.add(lambda *_: assigner.connection_restored())
+        return Parts(connection, tokens, clients, limit, shards, http_port)
 
     def consuming(self) -> bool:
-        return (
-            self._assigner is not None
-            and self.connection is not None
-            and not self.connection.is_closed
-            and self.connection.connected.is_set()
-        )
-
-    async def check_token(self) -> None:
-        """Readiness: a DMS destination can be resolved and a token had for it."""
-        if self.dms_clients is not None:
-            await self.dms_clients.check_ready()
+        connection = self._parts.connection if self._parts is not None else None
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking commands, let started ones finish within the grace period, give the rest back, close."""
-        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        if self._assigner is not None:
-            await self._assigner.release_all()  # heartbeats go on: nobody takes our shards while we drain
-        if self.intake is not None:
-            log.info("draining", running=self.intake.dispatcher.running, grace_s=grace)
-            await self.intake.stop(grace)  # closing each channel returns its unsettled deliveries, in order
-        if self._assigner is not None:
-            await self._assigner.stop()
-        if self._health is not None:
-            await self._health.cleanup()
-        if self.connection is not None:
-            await self.connection.close()
-        if self.dms_clients is not None:
-            await self.dms_clients.close()  # their probes of an unreachable DMS
-        if self.http is not None:
-            await self.http.close()
-        if self.spool is not None:
-            self.spool.close()
+        if grace_s is not None:
+            self._grace_s = grace_s
+        await self._resources.aclose()
         log.info("worker_stopped")
 
 

@@ -246,6 +246,29 @@ class WorkerMetrics:
         self.queue_wait.labels(type=command_type).observe(waited)
         return waited
 
+    def retry_scheduled(self, error_code: str) -> None:
+        self.retries.labels(error_code=error_code).inc()
+
+    def command_ended(
+        self,
+        command_type: str,
+        outcome: Outcome,
+        error_code: str | None,
+        uploaded_bytes: int | None,
+        issued: dt.datetime | None,
+    ) -> None:
+        """A command settled: its outcome, the bytes it uploaded, its time from being issued to its end."""
+        self.commands.labels(type=command_type, outcome=outcome.value).inc()
+        if outcome is Outcome.DEAD_LETTER and error_code is not None:
+            self.dead_letters.labels(error_code=error_code).inc()
+        if uploaded_bytes is not None:
+            self.bytes_uploaded.inc(uploaded_bytes)
+        if issued is not None:
+            issued = issued if issued.tzinfo else issued.replace(tzinfo=dt.UTC)
+            self.end_to_end.labels(type=command_type).observe(
+                max(0.0, (dt.datetime.now(dt.UTC) - issued).total_seconds())
+            )
+
     def observe_dms_request(self, operation: str, status: int, seconds: float) -> None:
         self.dms_requests.labels(operation=operation, status=str(status)).observe(seconds)
 

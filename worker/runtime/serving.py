@@ -17,7 +17,8 @@ async def start_site(
 
 async def add_site(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
     """Serves the runner's application on one more socket (HTTPS with ``ssl_context``); returns its port."""
+    before = set(map(tuple, runner.addresses))
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
-    sockets = getattr(site._server, "sockets", None) or ()  # asyncio's and uvloop's servers both have them
-    return int(sockets[0].getsockname()[1]) if sockets else port
+    added = [address for address in runner.addresses if tuple(address) not in before]  # this site's sockets
+    return int(added[0][1]) if added else port

@@ -1,7 +1,7 @@
 """Starts the worker once the broker answers: a failed try is logged once (``broker_unreachable`` with the
-attempt and the wait) and retried after a backoff of 1, 2, 4 ... up to 30 s, until it works or the process
-is told to stop, also in the middle of a try that hangs. Only an unreachable broker is retried; wrong
-credentials or a missing plugin end at once."""
+attempt and the wait) and retried after a backoff of 1, 2, 4 ... up to 30 s (each wait jittered down to half:
+``worker.backoff``), until it works or the process is told to stop, also in the middle of a try that hangs.
+Only an unreachable broker is retried; wrong credentials or a missing plugin end at once."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import aiormq.exceptions
 import structlog
 
+from worker import backoff
 from worker.runtime.app import Worker
 
 log = structlog.get_logger(__name__)
@@ -24,11 +25,8 @@ NOT_RETRIED = (aiormq.exceptions.ProbableAuthenticationError,)
 
 
 def backoff_delays(first_s: float = 1.0, cap_s: float = 30.0) -> Iterator[float]:
-    """1, 2, 4, 8, 16, 30, 30, ... (pure)."""
-    delay = first_s
-    while True:
-        yield min(delay, cap_s)
-        delay *= 2
+    """The nominal schedule 1, 2, 4, 8, 16, 30, 30, ... (pure); the waits taken are jittered."""
+    return backoff.exponential(first_s, cap_s)
 
 
 @contextlib.contextmanager
@@ -43,17 +41,6 @@ def _quiet(*logger_names: str) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-async def _discard(worker: Worker) -> None:
-    """Closes what a failed ``start`` opened, without the shutdown's log lines."""
-    if worker.connection is not None:
-        with contextlib.suppress(Exception):
-            await worker.connection.close()
-    if worker.http is not None:
-        await worker.http.close()
-    if worker.spool is not None:
-        worker.spool.close()
 
 
 async def _unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
@@ -77,28 +64,22 @@ async def start_when_broker_answers(
     make_worker: Callable[[], Worker], stop: asyncio.Event, delays: Iterator[float] | None = None
 ) -> Worker | None:
     """A started worker, or ``None`` when ``stop`` was set while waiting for the broker."""
-    for attempt, delay in enumerate(delays or backoff_delays(), start=1):
+    for attempt, delay in enumerate(delays or backoff.with_jitter(backoff_delays()), start=1):
         worker = make_worker()
         try:
             with _quiet("aiormq.connection", "aio_pika.robust_connection"):
                 started = await _unless_stopped(worker.start(), stop)
             if not started:  # told to stop while a try hung (a silent address, a slow handshake)
-                await _discard(worker)
-                return None
+                return None  # the cancelled start closed what it had opened, as a failed one does
         except NOT_RETRIED:
-            await _discard(worker)
-            raise
+            raise  # the broker answered and refused us (before UNREACHABLE: it is a ConnectionError too)
         except UNREACHABLE as exc:
-            await _discard(worker)
             log.warning("broker_unreachable", attempt=attempt, retry_in_s=delay, error=str(exc) or type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 return None
             continue
-        except BaseException:
-            await _discard(worker)
-            raise
         if attempt > 1:
             log.info("broker_reached", attempt=attempt)
         return worker

@@ -10,9 +10,15 @@ import pytest
 from aio_pika.exceptions import PublishError
 from pamqp.commands import Basic
 
+from tests.environment import as_environment
 from worker.amqp.confirms import publish_until_confirmed, worth_retrying
 from worker.amqp.connection import Backoff, MultiAddressConnection, next_attempt, redacted
 from worker.settings import Settings
+
+
+def nominal(delay_s: float) -> float:
+    """No jitter: the nominal schedule itself."""
+    return delay_s
 
 
 class TestNextAttempt:
@@ -28,13 +34,18 @@ class TestNextAttempt:
 
     def test_whole_failed_rounds_back_off_doubling_up_to_the_cap(self):
         backoff = Backoff(initial_s=0.5, max_s=4.0)
-        delays = [next_attempt(0, 3, failures=f, backoff=backoff)[1] for f in range(3, 19, 3)]
+        delays = [next_attempt(0, 3, failures=f, backoff=backoff, jitter=nominal)[1] for f in range(3, 19, 3)]
         assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
     def test_one_address_retries_itself_with_backoff(self):
         assert next_attempt(0, 1, failures=0) == (0, 0.0)
-        assert next_attempt(0, 1, failures=1) == (0, 0.5)
-        assert next_attempt(0, 1, failures=2) == (0, 1.0)
+        assert next_attempt(0, 1, failures=1, jitter=nominal) == (0, 0.5)
+        assert next_attempt(0, 1, failures=2, jitter=nominal) == (0, 1.0)
+
+    def test_the_waits_taken_are_jittered_between_half_and_all_of_the_schedule(self):
+        waits = {next_attempt(0, 1, failures=4)[1] for _ in range(50)}  # nominal 4 s
+        assert all(2.0 <= wait <= 4.0 for wait in waits) and len(waits) > 1
+        assert {next_attempt(0, 3, failures=2)[1] for _ in range(20)} == {0.0}  # the first round still does not wait
 
 
 class TestAddresses:
@@ -57,7 +68,7 @@ class TestAddresses:
         assert settings.broker_urls() == ["amqp://u:p@n1:5681/", "amqp://u:p@n2:5682/"]
         assert "u:p@" not in repr(settings) and "u:p@" not in settings.model_dump_json()
         # Replicas are started from as_environment(): the list must survive it.
-        env = settings.as_environment()
+        env = as_environment(settings)
         assert json.loads(env["DMS_WORKER_AMQP_URLS"]) == settings.broker_urls()
         monkeypatch.setenv("DMS_WORKER_AMQP_URLS", env["DMS_WORKER_AMQP_URLS"])
         assert Settings(_env_file=None).broker_urls() == settings.broker_urls()

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from worker.commands.handlers import Delivery, Handlers
+from worker.commands.delivery import Delivery
+from worker.commands.handlers import Handlers
 from worker.commands.known_documents import command_marker
 from worker.dms.protocol import DmsApi, DocumentVersion, RepositoryRef
 from worker.dms.repositories import TenantRepositories

@@ -5,12 +5,18 @@ import uuid
 
 import pytest
 
-from worker.commands.parsing import best_effort_ids, parse_command
-from worker.contracts import MAX_FILE_NAME_CHARS, DeleteCommand, UploadCommand
+from tests.reading import read
+from worker.commands.parsing import command_from_json, decode_body
+from worker.contracts import MAX_FILE_NAME_CHARS, Command, DeleteCommand, UploadCommand
 from worker.errors import InvalidCommand
 from worker.producer import delete_command, upload_command
 
 TENANT, DOC = uuid.uuid4(), uuid.uuid4()
+
+
+def parse_command(body: bytes) -> Command:
+    """What the consumer's read does before it checks the envelope (tests/reading.py runs all of it)."""
+    return command_from_json(decode_body(body))
 
 
 def test_round_trip_of_published_commands() -> None:
@@ -56,8 +62,10 @@ def test_validation_errors_do_not_echo_huge_input() -> None:
 
 def test_best_effort_ids_from_an_invalid_command() -> None:
     body = json.dumps({"type": "dms.upload", "data": {"tenant_id": str(TENANT), "document_id": "bad"}}).encode()
-    assert best_effort_ids(body) == {"command_type": "dms.upload", "tenant_id": TENANT}
-    assert best_effort_ids(b"garbage") == {}
+    invalid = read(body)
+    assert invalid.ids == {"command_type": "dms.upload", "tenant_id": TENANT} and invalid.command is None
+    garbage = read(b"garbage")
+    assert garbage.ids == {} and isinstance(garbage.error, InvalidCommand)
 
 
 def test_long_file_names_are_accepted_for_shortening_up_to_an_abuse_bound() -> None:

@@ -43,6 +43,7 @@ async def test_a_discarded_writer_leaves_nothing(tmp_path: Path) -> None:
     await writer.write(b"x" * (2 * 1024 * 1024))
     writer.discard()
     assert spool.files() == []
+    spool.close()
 
 
 def test_inline_content_is_a_content_source_over_bytes() -> None:

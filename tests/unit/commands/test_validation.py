@@ -85,9 +85,9 @@ def test_declared_size_must_match() -> None:
 
 def test_sha256_is_returned_and_checked_case_insensitively() -> None:
     digest = hashlib.sha256(b"abc").hexdigest()
-    assert validation.check_sha256(b"abc", digest.upper()) == digest
+    assert validation.check_declared_sha256(hashlib.sha256(b"abc").hexdigest(), digest.upper()) == digest
     with pytest.raises(IntegrityMismatch):
-        validation.check_sha256(b"abd", digest)
+        validation.check_declared_sha256(hashlib.sha256(b"abd").hexdigest(), digest)
 
 
 @pytest.mark.parametrize(

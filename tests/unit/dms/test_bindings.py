@@ -10,6 +10,7 @@ import pytest
 import structlog
 import structlog.testing
 
+from tests.environment import as_environment
 from worker.dms import bindings
 from worker.dms.bindings import discover, from_binding_root, from_vcap_services
 from worker.settings import Settings
@@ -134,6 +135,6 @@ def test_settings_read_the_platform_variables_without_our_prefix(
     assert settings.service_binding_root == tmp_path
     assert list(settings.tenant_destination_names.values()) == ["CALM_B"]
     assert "dms-s3cret" not in repr(settings)
-    env = settings.as_environment()
+    env = as_environment(settings)
     assert env["VCAP_SERVICES"] == settings.vcap_services.get_secret_value()
     assert env["SERVICE_BINDING_ROOT"] == str(tmp_path)

@@ -43,11 +43,16 @@ class Clock:
         return self.now
 
 
+def nominal(seconds: float) -> float:
+    """No jitter: the nominal renewal time itself."""
+    return seconds
+
+
 class TestParseLookup:
     """The answer of "find destination" read as SAP documents it (pure)."""
 
     def test_configuration_and_token(self) -> None:
-        found = parse_lookup(answer(), "CALM_SD_DMS_INTEGRATION", now=0, ttl_s=300)
+        found = parse_lookup(answer(), "CALM_SD_DMS_INTEGRATION", now=0, ttl_s=300, jitter=nominal)
         assert (found.destination.url, found.destination.client_id, found.token) == (
             "https://dms.example/",
             "dms-client",
@@ -56,7 +61,11 @@ class TestParseLookup:
         assert found.fresh_until == 300  # the TTL is shorter than the token's life
 
     def test_a_short_lived_token_is_renewed_ahead_of_its_expiry(self) -> None:
-        assert parse_lookup(answer(expires_in="120"), "X", now=0, ttl_s=300).fresh_until == 90
+        assert parse_lookup(answer(expires_in="120"), "X", now=0, ttl_s=300, jitter=nominal).fresh_until == 90
+
+    def test_the_renewal_is_jittered_between_nine_tenths_and_all_of_the_nominal_time(self) -> None:
+        times = {parse_lookup(answer(expires_in="120"), "X", now=0, ttl_s=300).fresh_until for _ in range(50)}
+        assert all(81 <= t <= 90 for t in times) and len(times) > 1  # replicas do not look up again together
 
     def test_without_auth_tokens_the_worker_fetches_its_own(self) -> None:
         found = parse_lookup({**answer(), "authTokens": []}, "X", now=0, ttl_s=300)
@@ -91,7 +100,10 @@ async def test_lookups_are_cached_single_flight_and_repeated_when_stale(http: ai
         mocked.get(FIND + "CALM_SD_DMS_INTEGRATION", payload=answer(), repeat=True)
         found = await asyncio.gather(*(service.find("CALM_SD_DMS_INTEGRATION") for _ in range(20)))
         assert {f.token for f in found} == {"dms-token"} and service.lookups == 1
-        clock.now += 301
+        clock.now += 269  # renewed at 90 % to 100 % of the TTL (jittered)
+        await service.find("CALM_SD_DMS_INTEGRATION")
+        assert service.lookups == 1
+        clock.now += 32
         await service.find("CALM_SD_DMS_INTEGRATION")
         assert service.lookups == 2
         service.forget("CALM_SD_DMS_INTEGRATION", "some-other-token")  # not ours: kept

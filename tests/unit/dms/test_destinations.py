@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from tests.environment import as_environment
 from worker.dms.destinations import (
     DEFAULT_DESTINATION_NAME,
     Destination,
@@ -59,14 +60,24 @@ def test_settings_read_destinations_from_the_environment(monkeypatch) -> None:
     )
     other = {"URL": "https://other", "clientId": "c", "clientSecret": "d", "tokenServiceURL": "https://u2/oauth/token"}
     monkeypatch.setenv("DMS_WORKER_TENANT_DESTINATIONS", json.dumps({str(tenant): other}))
-    settings = Settings(_env_file=None)
-    for_tenant, default = settings.destination_for(tenant), settings.destination_for(uuid.uuid4())
-    assert for_tenant is not None and for_tenant.url == "https://other/"
-    assert default is not None and default.url == "https://d/"
+    sources = configured(Settings(_env_file=None))
+    for_tenant, default = choose_destination(tenant, sources), choose_destination(uuid.uuid4(), sources)
+    assert isinstance(for_tenant, Destination) and for_tenant.url == "https://other/"
+    assert isinstance(default, Destination) and default.url == "https://d/"
 
 
 def test_without_a_default_destination_unknown_tenants_have_none() -> None:
-    assert Settings(_env_file=None).destination_for(uuid.uuid4()) is None
+    assert choose_destination(uuid.uuid4(), configured(Settings(_env_file=None))) is None
+
+
+def configured(settings: Settings) -> DestinationSources:
+    """The destinations the settings give, nothing bound (as the worker's DmsClients.sources reads them)."""
+    return DestinationSources(
+        tenant_destinations=settings.tenant_destinations,
+        destination=settings.destination,
+        tenant_destination_names=settings.tenant_destination_names,
+        destination_name=settings.destination_name,
+    )
 
 
 def test_default_destination_from_the_environment_in_btp_form(monkeypatch) -> None:
@@ -97,7 +108,7 @@ def test_settings_survive_a_round_trip_through_the_environment(monkeypatch) -> N
         retry_delays_ms=[5, 10],
         results_queue=None,
     )
-    for key, value in original.as_environment().items():
+    for key, value in as_environment(original).items():
         monkeypatch.setenv(key, value)
     again = Settings(_env_file=None)
     assert again.model_dump(mode="json") == original.model_dump(mode="json")

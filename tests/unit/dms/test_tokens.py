@@ -55,9 +55,11 @@ async def test_token_is_refreshed_ahead_of_expiry(http: aiohttp.ClientSession) -
         mocked.post(TOKEN_URL, payload={"access_token": "tok-1", "expires_in": "3600"})  # string, as BTP sends
         mocked.post(TOKEN_URL, payload={"access_token": "tok-2", "expires_in": 3600})
         assert await cache.get(DEST) == "tok-1"
-        clock.now += 3600 - 361
+        fetched_at = clock.now
+        # Renewed between 90 % and all of the way to the refresh margin (jittered): 2916 s to 3240 s here.
+        clock.now = fetched_at + 0.9 * (3600 - 360) - 1
         assert await cache.get(DEST) == "tok-1"
-        clock.now += 2
+        clock.now = fetched_at + 3600 - 359
         assert await cache.get(DEST) == "tok-2"
     assert cache.fetches == 2
 

@@ -23,13 +23,14 @@ from worker.amqp.names import (
     ORIGINAL_ROUTING_KEY_HEADER,
 )
 from worker.amqp.routing import command_destination
-from worker.commands.handlers import Delivery
+from worker.commands.delivery import Delivery
 from worker.contracts import CloudEvent, DeleteSucceededData, UploadCommand, UploadSucceededData
 from worker.errors import DmsUnavailable, FileTooLarge
 from worker.intake.consumer import CommandConsumer, Ending
 from worker.intake.dispatcher import Withdrawn
 from worker.producer import upload_command
 from worker.results.events import to_message
+from worker.runtime.metrics import WorkerMetrics
 from worker.settings import Settings
 
 Journal = list[tuple[Any, ...]]
@@ -160,7 +161,16 @@ def rig(
     handlers = FakeHandlers(behaviour)
     publisher = FakePublisher(journal, fail_with=publish_fails)
     channel = FakeChannel(FakeExchange(journal))
-    consumer = CommandConsumer(settings, channel, handlers, publisher)  # type: ignore[arg-type]
+    # Without jitter: the configured delays themselves (tests/unit/results/test_policy.py covers the jitter).
+    consumer = CommandConsumer(
+        settings,
+        channel,  # type: ignore[arg-type]
+        handlers,
+        publisher,
+        WorkerMetrics(),
+        jitter=lambda delay_s: delay_s,
+        settle_failure_pause_s=0.01,
+    )
     return Rig(journal, command, message, handlers, publisher, consumer, settings)
 
 

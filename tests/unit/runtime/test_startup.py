@@ -17,10 +17,6 @@ def test_the_backoff_doubles_up_to_thirty_seconds() -> None:
 
 
 class FakeWorker:
-    connection = None
-    http = None
-    spool = None
-
     def __init__(self, failure: BaseException | None) -> None:
         self.failure = failure
 

@@ -53,7 +53,8 @@ class RunningEmulator:
 
     def x509_service_key(self, client: Client, certificate: str, key: str) -> dict[str, object]:
         """A DMS service key with ``credential-type: x509`` for a client registered with a certificate CN."""
-        assert self.cert_url is not None, "serve the emulator with tls= for X.509 keys"
+        if self.cert_url is None:
+            raise ValueError("serve the emulator with tls= for X.509 keys")
         return {
             "uri": self.base_url,
             "uaa": {
