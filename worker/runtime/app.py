@@ -15,7 +15,8 @@ from aiohttp import web
 from worker.amqp import topology
 from worker.amqp.confirms import ConfirmingExchange
 from worker.amqp.connection import connect_robust
-from worker.amqp.names import members_exchange_name
+from worker.amqp.names import census_exchange_name, members_exchange_name
+from worker.amqp.tombstones import BrokerTombstones
 from worker.commands.handlers import Handlers
 from worker.commands.spool import Spool
 from worker.dms.bindings import Bindings, discover
@@ -33,6 +34,7 @@ from worker.dms.repositories import TenantRepositories
 from worker.dms.tls import trust_context
 from worker.dms.tokens import TokenCache
 from worker.errors import UnknownTenant
+from worker.intake.census import CensusResponder
 from worker.intake.concurrency import AdaptiveLimit
 from worker.intake.consumer import CommandConsumer
 from worker.intake.ownership import ShardAssigner
@@ -176,10 +178,10 @@ class Worker:
                     self.intake.dispatcher.wake()
 
         clients = self.dms_clients = DmsClients(s, self.http, self.tokens, observe)
-        handlers = Handlers(s, clients, TenantRepositories(), self.http, self.spool)
-
         # Any node of the cluster; on loss the next one that answers, with everything below restored.
         self.connection = await connect_robust(s.broker_urls())
+        repositories = TenantRepositories(BrokerTombstones(self.connection, s.command_exchange))
+        handlers = Handlers(s, clients, repositories, self.http, self.spool)
         self.connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         declared = await topology.declare(channel, s)
@@ -212,6 +214,10 @@ class Worker:
             work_low_water=s.in_flight_limit,
         )
         await self._assigner.start()
+        census = CensusResponder(
+            channel, census_exchange_name(s.command_queue), assigner.me, shards.dispatcher.held_for
+        )
+        await census.start()
         self.connection.close_callbacks.add(lambda *_: assigner.connection_lost())
         self.connection.reconnect_callbacks.add(lambda *_: assigner.connection_restored())
         if s.http_port is not None:
