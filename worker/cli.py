@@ -119,6 +119,28 @@ def a_positive_number(text: str) -> float:
     return value
 
 
+def a_count(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def a_rate(text: str) -> float:
+    """Per second, 0 for no limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate per second (0 for no limit)")
+    return value
+
+
 def parse_age(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -550,10 +572,12 @@ def _add_tenant_parser(sub: SubParsers) -> None:
         "--force", action="store_true", help="go on although commands for the tenant are queued or in flight"
     )
     off.add_argument(
-        "--rate", type=float, default=50.0, metavar="PER_S", help="at most this many deletions a second (0: no limit)"
+        "--rate", type=a_rate, default=50.0, metavar="PER_S", help="at most this many deletions a second (0: no limit)"
     )
-    off.add_argument("--concurrency", type=int, default=8, metavar="N", help="deletions at once (default: 8)")
-    off.add_argument("--page-size", type=int, default=100, metavar="N", help="documents per listing page (maxItems)")
+    off.add_argument("--concurrency", type=a_count, default=8, metavar="N", help="deletions at once (default: 8)")
+    off.add_argument(
+        "--page-size", type=a_count, default=100, metavar="N", help="documents per listing page (maxItems)"
+    )
     text = "Remove the tenant's tombstone: its next upload creates a new, empty repository."
     on = actions.add_parser(
         "reenable", help="let the worker create a repository for an offboarded tenant again", description=text

@@ -22,7 +22,7 @@ from worker.dms.tokens import basic_auth_header
 from worker.producer import upload_command
 
 from .conftest import AMQP_URL, Stack, StackFactory
-from .test_cli import Outcome, cli, stack_env, start_cli
+from .test_cli import Outcome, cli, environment, stack_env, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +229,8 @@ async def test_it_refuses_while_the_tenants_commands_are_in_flight_or_queued(
     (event,) = forced.rows()
     assert (event["data"]["forced"], event["data"]["documents_deleted"]) == (True, 5)
     assert contents(stack, A) is None
+
+
+async def test_without_the_tenants_destination_it_says_the_order(tmp_path: Path) -> None:
+    outcome = await cli("tenant", "offboard", "--tenant", str(A), "--yes", env=environment(), cwd=tmp_path)
+    outcome.assert_one_line_mistake(1, "no DMS destination", "before the destination is disconnected")
