@@ -1,4 +1,5 @@
-"""Command line: ``python -m worker {run,publish,delete,results,dlq,topology,contracts}``, and ``demo``/``emulator``,
+"""Command line: ``python -m worker {run,publish,delete,results,dlq,topology,tenant,contracts}``, and
+``demo``/``emulator``,
 which hand over to ``worker.testing`` (imported only then: production code never imports it).
 
 A mistake ends with one line on stderr naming the problem and the fix, and exit code 2 (usage) or 1
@@ -23,13 +24,21 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeAlias
 
 import aio_pika
+import aiohttp
 import structlog
 
 from worker import contract_files
 from worker.amqp import topology
 from worker.amqp.connection import connect_robust
+from worker.amqp.tombstones import BrokerTombstones
 from worker.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, CliError, UsageError, explain
-from worker.contracts import Command
+from worker.contracts import Command, TenantOffboarded
+from worker.dms.tls import trust_context
+from worker.dms.tokens import TokenCache
+from worker.errors import UnknownTenant, WorkerError
+from worker.offboarding.census import take_census
+from worker.offboarding.plan import OffboardingIncomplete, OffboardingRefused
+from worker.offboarding.procedure import Offboarding, Pacing
 from worker.producer import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageTooLarge,
@@ -40,6 +49,7 @@ from worker.producer import (
     upload_command_by_url,
 )
 from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection
+from worker.results.events import ResultPublisher
 from worker.results.following import (
     KINDS,
     NOTICES,
@@ -50,7 +60,7 @@ from worker.results.following import (
     succeeded,
 )
 from worker.runtime import event_loop, logs, preflight, telemetry
-from worker.runtime.app import Worker
+from worker.runtime.app import DmsClients, Worker, register_settings_secrets
 from worker.runtime.progress import progress_for
 from worker.runtime.startup import start_when_broker_answers
 from worker.runtime.telemetry import DEFAULT_SERVICE_NAME
@@ -106,6 +116,28 @@ def a_positive_number(text: str) -> float:
         value = -1
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def a_count(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def a_rate(text: str) -> float:
+    """Per second, 0 for no limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate per second (0 for no limit)")
     return value
 
 
@@ -351,6 +383,92 @@ def _confirmed(question: str) -> bool:
     return input(f"{question} type yes: ").strip().lower() == "yes"
 
 
+# --- tenant ------------------------------------------------------------------------------------------
+
+
+async def offboard_tenant(settings: Settings, args: argparse.Namespace) -> int:
+    """``tenant offboard``: the dry run, or with ``--yes`` the offboarding (``worker.offboarding``)."""
+    tenant: uuid.UUID = args.tenant
+    register_settings_secrets(settings)
+    connector = aiohttp.TCPConnector(limit=settings.dms_connections, ssl=trust_context(settings.ca_bundle))
+    async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": settings.user_agent}) as http:
+        try:
+            dms = DmsClients(settings, http, TokenCache(http, ca_bundle=settings.ca_bundle)).for_tenant(tenant)
+        except UnknownTenant as exc:
+            raise CliError(
+                f"{exc.message}: offboarding deletes through the tenant's destination, so it comes before the "
+                "destination is disconnected (SAP's order: files, repository, destination)"
+            ) from None
+        connection = await connect(settings)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            publisher: ResultPublisher | None = None
+            if args.yes:  # before anything is deleted: the event at the end must have somewhere to go
+                publisher = ResultPublisher(await channel.declare_exchange(settings.result_exchange, passive=True))
+
+            async def publish(event: TenantOffboarded) -> None:
+                if publisher is None:  # a dry run publishes nothing; only --yes gets this far
+                    raise RuntimeError("the offboarding event needs the --yes run's publisher")
+                try:
+                    await publisher.publish(event)
+                except aio_pika.exceptions.DeliveryError:
+                    print(f"warning: no queue is bound to {event.type}: the event was not kept", file=sys.stderr)
+
+            pacing = Pacing(args.page_size, args.concurrency, args.rate or None)
+            with progress_for(sys.stderr) as progress:
+                offboarding = Offboarding(
+                    dms,
+                    BrokerTombstones(connection, settings.command_exchange),
+                    lambda: take_census(connection, settings, tenant),
+                    publish,
+                    progress,
+                    settings.event_source,
+                    pacing,
+                )
+                try:
+                    if not args.yes:
+                        plan = await offboarding.plan(tenant)
+                    else:
+                        event = await offboarding.run(tenant, force=args.force)
+                except (OffboardingRefused, OffboardingIncomplete) as exc:
+                    raise CliError(str(exc)) from None
+                except WorkerError as exc:  # DMS trouble: nothing is lost, the next run continues
+                    raise CliError(f"DMS: {exc.code}: {exc.message}; run again to continue") from None
+    if not args.yes:
+        row = plan.as_row()
+        print_json(row)
+        repo = row["repository"]
+        what = (
+            f"repository {repo['id']} ({repo['name']!r}) with {row['documents']} documents ({row['versions']} "
+            "versions), then the repository"
+            if repo
+            else "nothing in DMS (the tenant has no repository)"
+        )
+        print(f"dry run: --yes would lay tenant {tenant}'s tombstone and delete {what}", file=sys.stderr)
+        if row["would_refuse"]:
+            print(f"and would refuse now: {row['would_refuse']}", file=sys.stderr)
+        return EXIT_OK
+    print_json(json.loads(event.model_dump_json(exclude_none=True)))
+    data = event.data
+    print(
+        f"tenant {tenant} offboarded: {data.documents_deleted} documents ({data.versions_deleted} versions) deleted"
+        + (f" and repository {data.repository_id}" if data.repository_id else "")
+        + "; its uploads now fail as tenant_offboarded. Last step (SAP's guide): disconnect its DMS destination",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+async def reenable_tenant(settings: Settings, tenant: uuid.UUID) -> int:
+    connection = await connect(settings)
+    async with connection:
+        removed = await BrokerTombstones(connection, settings.command_exchange).remove(tenant)
+    print_json({"tenant_id": str(tenant), "reenabled": removed})
+    if not removed:
+        print(f"tenant {tenant} had no tombstone: nothing to do", file=sys.stderr)
+    return EXIT_OK
+
+
 # --- the parser --------------------------------------------------------------------------------------
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[_SubcommandParser]"
@@ -438,6 +556,36 @@ def _add_topology_parser(sub: SubParsers) -> None:
     delete.add_argument("--force", action="store_true", help="delete even while consumers (workers) are attached")
 
 
+def _add_tenant_parser(sub: SubParsers) -> None:
+    tenant = sub.add_parser("tenant", help="offboard a tenant (its documents, then its repository), or re-enable one")
+    actions = tenant.add_subparsers(dest="tenant_action", required=True)
+    text = (
+        "Delete the tenant's external files and then its DMS repository (the one whose externalId is the tenant "
+        "UUID and whose name and description this worker gives it), and keep a tombstone so that the worker "
+        "does not create it again. Without --yes a dry run: prints what it would delete and changes nothing."
+    )
+    off = actions.add_parser(
+        "offboard", help="delete a tenant's documents and repository (dry run unless --yes)", description=text
+    )
+    off.add_argument("--tenant", required=True, type=a_uuid, help="SAP Cloud ALM tenant UUID")
+    off.add_argument("--yes", action="store_true", help="do it (without: a dry run)")
+    off.add_argument(
+        "--force", action="store_true", help="go on although commands for the tenant are queued or in flight"
+    )
+    off.add_argument(
+        "--rate", type=a_rate, default=50.0, metavar="PER_S", help="at most this many deletions a second (0: no limit)"
+    )
+    off.add_argument("--concurrency", type=a_count, default=8, metavar="N", help="deletions at once (default: 8)")
+    off.add_argument(
+        "--page-size", type=a_count, default=100, metavar="N", help="documents per listing page (maxItems)"
+    )
+    text = "Remove the tenant's tombstone: its next upload creates a new, empty repository."
+    on = actions.add_parser(
+        "reenable", help="let the worker create a repository for an offboarded tenant again", description=text
+    )
+    on.add_argument("--tenant", required=True, type=a_uuid, help="SAP Cloud ALM tenant UUID")
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="python -m worker",
@@ -470,6 +618,7 @@ def build_parser() -> Parser:
     sub.add_parser("emulator", help="run the DMS emulator (python -m worker.testing.emulator)", add_help=False)
     _add_dlq_parser(sub)
     _add_topology_parser(sub)
+    _add_tenant_parser(sub)
     contracts = sub.add_parser("contracts", help="check contracts/ and deploy/rabbitmq/ against the code")
     contracts.add_argument("--write", action="store_true", help="regenerate them instead")
     contracts.add_argument("--root", type=Path, default=Path(), help="the repository checkout (default: here)")
@@ -494,7 +643,10 @@ def warn_of_unknown_settings(command: str) -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     settings = Settings()
-    logs.configure(settings.log_level, settings.log_json)
+    level = settings.log_level
+    if args.command == "tenant" and level.upper() == "INFO":
+        level = "WARNING"  # its rows and summary say what happened; the DMS client's info lines would bury them
+    logs.configure(level, settings.log_json)
     warn_of_unknown_settings(args.command)
     if args.command in {"run", "publish", "delete"}:  # off unless OTEL_* variables ask for it
         telemetry.configure(DEFAULT_SERVICE_NAME if args.command == "run" else f"{DEFAULT_SERVICE_NAME}-cli")
@@ -512,6 +664,10 @@ def dispatch(args: argparse.Namespace) -> int:
             return _run(follow_results(settings, args))
         if args.command == "topology":
             return _run(delete_topology(settings, args.yes, args.force))
+        if args.command == "tenant" and args.tenant_action == "offboard":
+            return _run(offboard_tenant(settings, args))
+        if args.command == "tenant":
+            return _run(reenable_tenant(settings, args.tenant))
         return _run(dead_letter_command(settings, args))
     except KeyboardInterrupt:
         return 130

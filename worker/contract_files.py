@@ -74,8 +74,10 @@ def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
                 "address": "{routingKey}",
                 "description": f"Exchange {s.result_exchange!r} (topic). Routing keys: upload.succeeded, "
                 "upload.failed, delete.succeeded, delete.failed (outcomes: one per command, confirmed, the "
-                "catch-all results queue binds them), and upload.retrying, delete.retrying (progress notices "
-                "before each retry: best effort, not confirmed, dropped when nobody binds them).",
+                "catch-all results queue binds them), upload.retrying, delete.retrying (progress notices "
+                "before each retry: best effort, not confirmed, dropped when nobody binds them), and "
+                "tenant.offboarded (published once by the operator's `python -m worker tenant offboard --yes` "
+                "when the tenant's documents and repository are gone; confirmed; the catch-all binds it).",
                 "parameters": {
                     "routingKey": {
                         "enum": [
@@ -85,6 +87,7 @@ def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
                             "delete.failed",
                             "upload.retrying",
                             "delete.retrying",
+                            "tenant.offboarded",
                         ]
                     }
                 },
@@ -93,6 +96,9 @@ def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
                     "deleteSucceeded": message("delete-succeeded", "Document deleted (or already absent)"),
                     "failed": message("command-failed", "Command failed for good or was dead-lettered"),
                     "retrying": message("command-retrying", "Command met a transient error; next attempt soon"),
+                    "tenantOffboarded": message(
+                        "tenant-offboarded", "A tenant's documents and repository were deleted (offboarding)"
+                    ),
                 },
                 "bindings": exchange(s.result_exchange),
             },

@@ -24,7 +24,9 @@ DELETE_SUCCEEDED: Final = "dms.delete.succeeded"
 DELETE_FAILED: Final = "dms.delete.failed"
 UPLOAD_RETRYING: Final = "dms.upload.retrying"
 DELETE_RETRYING: Final = "dms.delete.retrying"
-OUTCOME_ROUTING_KEYS: Final = ("*.succeeded", "*.failed")  # what the catch-all results queue binds
+TENANT_OFFBOARDED: Final = "dms.tenant.offboarded"  # from the operator's `tenant offboard`, not from a command
+# What the catch-all results queue binds: every command's outcome, and the end of a tenant's offboarding.
+OUTCOME_ROUTING_KEYS: Final = ("*.succeeded", "*.failed", "tenant.offboarded")
 
 # Longer names are shortened, not refused (the worker keeps the extension); this bound only stops abuse.
 MAX_FILE_NAME_CHARS: Final = 65_536
@@ -129,6 +131,21 @@ class RetryingData(BaseModel):
     next_attempt_in_ms: int = Field(description="The backoff before the next attempt")
 
 
+class TenantOffboardedData(BaseModel):
+    """The end of ``python -m worker tenant offboard --yes``: what this run deleted. A run that continues an
+    interrupted one (``resumed``) counts only what it deleted itself."""
+
+    tenant_id: uuid.UUID = Field(description="The tenant offboarded; its repository's externalId")
+    repository_id: str | None = Field(
+        description="The DMS repository deleted (admin API id); null when the tenant had none left"
+    )
+    documents_deleted: int = Field(ge=0, description="Documents this run deleted from ROOT, each with all versions")
+    versions_deleted: int = Field(ge=0, description="Versions those documents had")
+    resumed: bool = Field(description="An earlier run had begun (its tombstone was there): this one finished it")
+    forced: bool = Field(description="Run with --force although commands for the tenant were queued or in flight")
+    duration_s: float = Field(ge=0, description="How long this run took, listing and deleting")
+
+
 DataT = TypeVar("DataT")
 
 
@@ -174,6 +191,10 @@ class CommandRetrying(CloudEvent[RetryingData]):
     type: Literal["dms.upload.retrying", "dms.delete.retrying"]
 
 
+class TenantOffboarded(CloudEvent[TenantOffboardedData]):
+    type: Literal["dms.tenant.offboarded"] = TENANT_OFFBOARDED
+
+
 Command = UploadCommand | DeleteCommand
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
@@ -183,6 +204,7 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "delete-succeeded": DeleteSucceeded,
     "command-failed": CommandFailed,
     "command-retrying": CommandRetrying,
+    "tenant-offboarded": TenantOffboarded,
 }
 
 

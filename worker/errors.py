@@ -8,6 +8,7 @@ the split into ack / retry / dead-letter, in that one place.
   + PermanentError                permanent_error        failed event, ack, no retry
   | + InvalidCommand              invalid_command
   | + UnknownTenant               unknown_tenant         the one exception: to the DLQ (at once), to replay later
+  | + TenantOffboarded            tenant_offboarded      the tenant was offboarded (a tombstone): no repository again
   | + FileTooLarge                file_too_large
   | + UnsupportedFileType         unsupported_file_type
   | + IntegrityMismatch           integrity_mismatch
@@ -77,6 +78,14 @@ class UnknownTenant(PermanentError):
     a missing Secret, binding or BTP destination is fixed by configuration, and then the DLQ is replayed."""
 
     code = "unknown_tenant"
+
+
+class TenantOffboarded(PermanentError):
+    """An operator offboarded the tenant (``python -m worker tenant offboard``) and left a tombstone: its
+    repository is not created again until ``python -m worker tenant reenable``. Acked, not dead-lettered:
+    the tenant ended its use of external files, so there is nothing to replay."""
+
+    code = "tenant_offboarded"
 
 
 class FileTooLarge(PermanentError):

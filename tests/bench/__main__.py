@@ -1,4 +1,4 @@
-"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos|faststream``
+"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos|faststream|offboard``
 (see tests/bench/README.md)."""
 
 from __future__ import annotations
@@ -60,7 +60,16 @@ def main() -> None:
     fast.add_argument("--uploads", type=int, default=1000, help="10 KB uploads per run")
     fast.add_argument("--latencies", nargs="+", type=int, default=[0, 50], help="emulator latency, ms")
     fast.add_argument("--repetitions", type=int, default=2, help="runs of each system per latency")
+    off = sub.add_parser("offboard", help="deletion rate of `tenant offboard --yes` for a tenant with 10,000 documents")
+    off.add_argument("--documents", type=int, default=10_000, help="the tenant's documents (1 in 10 with 2 versions)")
+    off.add_argument("--latencies", nargs="+", type=int, default=[0, 50], help="emulator answer time, ms")
     args = parser.parse_args()
+    if args.which == "offboard":
+        from tests.bench import offboard_bench
+        from worker.runtime import event_loop
+
+        event_loop.run(offboard_bench.main(args.documents, args.latencies))
+        return
     if args.which == "faststream":
         from tests.bench import compare_bench
         from worker.runtime import event_loop

@@ -137,6 +137,45 @@ async def test_get_and_delete_repository(api: Api) -> None:
     assert missing.status == 404 and "There is no repository with the given ID" in (await missing.json())["message"]
 
 
+async def test_deleting_a_repository_takes_its_documents_and_leaves_the_others(api: Api) -> None:
+    doomed, kept = await _repo(api), str((await (await api.create_repo("t-kept")).json())["id"])
+    for repo_id in (doomed, kept):
+        assert (await api.create_doc(repo_id, "doc-1"))[0] == 201
+    url = f"{api.base}rest/v2/repositories/{doomed}"
+    answer = await api.http.delete(url, headers=api.auth)
+    assert answer.status == 200 and (await answer.json())["message"] == f"Repository with id:{doomed} deleted"
+    assert (await api.http.delete(url, headers=api.auth)).status == 404
+    children = await api.http.get(f"{api.base}browser/{doomed}/root?cmisselector=children", headers=api.auth)
+    assert children.status == 404 and (await children.json())["exception"] == "objectNotFound"
+    status, body = await api.cmis(
+        kept, {"cmisaction": "createDocument", "propertyId[0]": "cmis:name", "propertyValue[0]": "doc-1"}, b"x"
+    )
+    assert status == 409 and body["exception"] == "nameConstraintViolation"  # doc-1 is still there
+
+
+async def test_root_children_come_in_pages_by_skip_count_and_max_items(api: Api) -> None:
+    repo_id = await _repo(api)
+    for n in range(5):
+        await api.create_doc(repo_id, f"doc-{n}")
+    url = f"{api.base}browser/{repo_id}/root"
+
+    async def page(**query: str) -> tuple[int, Any]:
+        params = {"cmisselector": "children", "succinct": "true", **query}
+        async with api.http.get(url, params=params, headers=api.auth) as response:
+            return response.status, await response.json()
+
+    names = []
+    for skip in (0, 2, 4):
+        status, body = await page(skipCount=str(skip), maxItems="2")
+        assert status == 200 and body["numItems"] == 5 and body["hasMoreItems"] == (skip < 3)
+        names += [o["object"]["succinctProperties"]["cmis:name"] for o in body["objects"]]
+    assert names == [f"doc-{n}" for n in range(5)]
+    assert (await page(skipCount="5"))[1]["objects"] == []
+    for bad in ({"maxItems": "-1"}, {"skipCount": "x"}):
+        status, body = await page(**bad)
+        assert status == 400 and body["exception"] == "invalidArgument"
+
+
 async def test_duplicate_name_is_409_name_constraint_violation(api: Api) -> None:
     repo_id = await _repo(api)
     status, first = await api.create_doc(repo_id, "doc-1")

@@ -112,3 +112,16 @@ def shard_queue_name(command_queue: str, shard: int) -> str:
 def members_exchange_name(command_queue: str) -> str:
     """The fanout exchange replicas announce themselves and the shards they hold on."""
     return f"{command_queue}.members"
+
+
+def census_exchange_name(command_queue: str) -> str:
+    """The fanout exchange replicas answer "how many commands of this tenant do you hold?" on."""
+    return f"{command_queue}.census"
+
+
+TOMBSTONE_INFIX: Final = "offboarded"
+
+
+def tombstone_exchange_name(command_exchange: str, tenant_id: str) -> str:
+    """A durable exchange whose existence says the tenant was offboarded (``worker.amqp.tombstones``)."""
+    return f"{command_exchange}.{TOMBSTONE_INFIX}.{tenant_id}"

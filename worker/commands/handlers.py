@@ -23,7 +23,14 @@ from worker.commands.spool import InlineContent, Spool, UploadContent
 from worker.contracts import DeleteCommand, DeleteSucceededData, UploadCommand, UploadSucceededData
 from worker.dms.protocol import Content, DmsApi, DocumentVersion, RepositoryRef
 from worker.dms.repositories import TenantRepositories
-from worker.errors import DmsRejected, DocumentLocked, NameConflict, VersionLimitReached
+from worker.errors import (
+    DmsRejected,
+    DocumentLocked,
+    NameConflict,
+    TenantOffboarded,
+    UnknownTenant,
+    VersionLimitReached,
+)
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -62,6 +69,18 @@ class Handlers:
         self._known.forget_all()
 
     async def handle_upload(self, command: UploadCommand, delivery: Delivery) -> UploadSucceededData:
+        try:
+            return await self._handle_upload(command, delivery)
+        except UnknownTenant:
+            # The seed's last offboarding step disconnects the tenant's destination: its uploads then end as
+            # offboarded (acked), not in the DLQ waiting for a destination that is not coming back.
+            if await self._repositories.offboarded(command.data.tenant_id):
+                raise TenantOffboarded(
+                    f"tenant {command.data.tenant_id} was offboarded (and has no DMS destination any more)"
+                ) from None
+            raise
+
+    async def _handle_upload(self, command: UploadCommand, delivery: Delivery) -> UploadSucceededData:
         data = command.data
         s = self._settings
         file_name = validation.sanitise_file_name(data.file_name, s.max_file_name_length)
@@ -98,7 +117,15 @@ class Handlers:
 
         repo = await self._repositories.find_or_create(dms, data.tenant_id)
         key = (data.tenant_id, data.document_id)
-        version = await self._write(dms, repo, key, file_name, mime, content, delivery)
+        try:
+            version = await self._write(dms, repo, key, file_name, mime, content, delivery)
+        except DmsRejected as exc:
+            if exc.status != 404 or not await self._repositories.vanished(dms, data.tenant_id, repo):
+                raise
+            # The repository went away under this replica's cache (an offboarding, or by hand): look again,
+            # which refuses an offboarded tenant and otherwise creates it afresh, as for a first upload.
+            repo = await self._repositories.find_or_create(dms, data.tenant_id)
+            version = await self._write(dms, repo, key, file_name, mime, content, delivery)
         log.info(
             "document_written", object_id=version.object_id, version_label=version.version_label, size=content.size
         )

@@ -23,7 +23,7 @@ from worker import tracing
 from worker.dms.call_gate import pass_gate
 from worker.dms.credentials import Credentials
 from worker.dms.http_errors import error_for
-from worker.dms.protocol import Content, DestinationRef, DocumentVersion, RepositoryRef
+from worker.dms.protocol import Content, DestinationRef, DocumentPage, DocumentVersion, RepositoryRef
 from worker.dms.reachability import Reachability
 from worker.errors import DmsRejected, DmsUnavailable, TokenRejected
 
@@ -56,7 +56,28 @@ def _version(body: dict[str, Any]) -> DocumentVersion:
 
 def _repository_ref(entry: dict[str, Any]) -> RepositoryRef:
     repo = entry.get("repository", entry)
-    return RepositoryRef(id=repo["id"], root_folder_id=repo["cmisRepositoryId"], external_id=repo.get("externalId"))
+    return RepositoryRef(
+        id=repo["id"],
+        root_folder_id=repo["cmisRepositoryId"],
+        external_id=repo.get("externalId"),
+        name=repo.get("name"),
+        description=repo.get("description"),
+    )
+
+
+def _page(body: Any) -> DocumentPage:
+    """A getChildren answer: ``{"objects": [{"object": {...}}], "hasMoreItems", "numItems"}``."""
+    body = body if isinstance(body, dict) else {}
+    objects = [entry.get("object") for entry in body.get("objects") or [] if isinstance(entry, dict)]
+    documents, others = [], 0
+    for item in objects:
+        props = (item.get("succinctProperties") if isinstance(item, dict) else None) or {}
+        if props.get("cmis:baseTypeId", "cmis:document") == "cmis:document" and "cmis:objectId" in props:
+            documents.append(_version(item))  # type: ignore[arg-type]
+        else:
+            others += 1
+    total = body.get("numItems")
+    return DocumentPage(documents, others, bool(body.get("hasMoreItems")), total if isinstance(total, int) else None)
 
 
 class DmsClient:
@@ -102,7 +123,46 @@ class DmsClient:
         )
         return _repository_ref(body)
 
+    async def delete_repository(self, repository_id: str) -> bool:
+        """Deletes one repository (with whatever it still holds); False when it was already gone.
+
+        ``DELETE rest/v2/repositories`` without an id deletes *every* repository of the instance, so an id
+        that is empty or could change the path is refused here, before any request."""
+        if not repository_id or not repository_id.strip() or any(c in repository_id for c in "/?#%\\"):
+            raise ValueError(f"refusing to delete a repository by the id {repository_id!r}")
+        try:
+            await self._call("deleteRepository", "DELETE", f"rest/v2/repositories/{repository_id}", ok={200, 204})
+        except DmsRejected as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     # -- CMIS ------------------------------------------------------------------------------------
+
+    async def list_children(self, repo: RepositoryRef, skip: int, max_items: int) -> DocumentPage:
+        """One page of the documents in ROOT (getChildren with skipCount and maxItems), latest versions."""
+        params = {
+            "objectId": repo.root_folder_id,
+            "cmisselector": "children",
+            "skipCount": str(skip),
+            "maxItems": str(max_items),
+            "succinct": "true",
+        }
+        body = await self._call("getChildren", "GET", f"browser/{repo.id}/root", params=params, ok={200})
+        return _page(body)
+
+    async def versions_of(self, repo: RepositoryRef, object_id: str) -> list[DocumentVersion] | None:
+        """Every version of the document one of whose versions is ``object_id``, newest first; None when
+        there is no such document."""
+        params = {"objectId": object_id, "cmisselector": "versions", "succinct": "true"}
+        try:
+            body = await self._call("getAllVersions", "GET", f"browser/{repo.id}/root", params=params, ok={200})
+        except DmsRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return [_version(item) for item in body or []]
 
     async def create_document(
         self,

@@ -15,6 +15,8 @@ class RepositoryRef:
     id: str
     root_folder_id: str
     external_id: str | None
+    name: str | None = None
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,21 @@ class DocumentVersion:
     @property
     def is_working_copy(self) -> bool:
         return self.checked_out_id is not None and self.checked_out_id == self.object_id
+
+
+@dataclass(frozen=True)
+class DocumentPage:
+    """One page of ROOT's children: each document's latest version, how many other objects (folders) the
+    page held besides, and whether more follow."""
+
+    documents: list[DocumentVersion]
+    others: int
+    has_more: bool
+    total: int | None  # numItems, when DMS says
+
+    @property
+    def size(self) -> int:
+        return len(self.documents) + self.others
 
 
 class ContentSource(Protocol):

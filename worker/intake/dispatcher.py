@@ -120,6 +120,10 @@ class Dispatcher(Generic[T]):
         """The queue's commands running or parked (its channel must stay open for them)."""
         return sum(1 for h in self._by_queue.get(queue, ()) if h.state is not State.WAITING)
 
+    def held_for(self, tenant: str) -> int:
+        """The tenant's commands held here: running, parked in retry backoff, or waiting (the census)."""
+        return sum(1 for items in self._by_queue.values() for h in items if h.tenant == tenant)
+
     def held_in(self, queue: int) -> int:
         return len(self._by_queue.get(queue, ()))
 

@@ -17,7 +17,8 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from worker.amqp import topology
 from worker.amqp.confirms import ConfirmingExchange
 from worker.amqp.connection import connect_robust
-from worker.amqp.names import members_exchange_name
+from worker.amqp.names import census_exchange_name, members_exchange_name
+from worker.amqp.tombstones import BrokerTombstones
 from worker.commands.handlers import Handlers
 from worker.commands.spool import Spool
 from worker.dms.bindings import Bindings, discover
@@ -36,6 +37,7 @@ from worker.dms.stalls import stall_detecting
 from worker.dms.tls import trust_context
 from worker.dms.tokens import TokenCache
 from worker.errors import UnknownTenant
+from worker.intake.census import CensusResponder
 from worker.intake.concurrency import AdaptiveLimit
 from worker.intake.consumer import CommandConsumer
 from worker.intake.lease import BrokerLease
@@ -249,11 +251,12 @@ class Worker:
 
         clients = DmsClients(s, http, tokens, observe)
         resources.push_async_callback(clients.close)  # their probes of an unreachable DMS, before the session
-        handlers = Handlers(s, clients, TenantRepositories(), http, spool)
 
         # Any node of the cluster; on loss the next one that answers, with everything below restored.
         connection = await connect_robust([with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()])
         resources.push_async_callback(connection.close)
+        repositories = TenantRepositories(BrokerTombstones(connection, s.command_exchange))
+        handlers = Handlers(s, clients, repositories, http, spool)
         connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
 
         http_port: int | None = None
@@ -294,6 +297,10 @@ class Worker:
             heard=lease.heard,
         )
         await resources.enter_async_context(holding_shards(shards, assigner, lambda: self._grace_s))
+        census = CensusResponder(
+            channel, census_exchange_name(s.command_queue), assigner.me, lambda t: shards.dispatcher.held_for(t)
+        )
+        await census.start()  # tenant offboard asks the replicas how many of a tenant's commands they hold
         connection.close_callbacks.add(lambda *_: assigner.connection_lost())
         connection.reconnect_callbacks.add(lambda *_: assigner.connection_restored())
         return Parts(connection, tokens, clients, limit, shards, http_port)

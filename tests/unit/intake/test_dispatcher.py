@@ -163,3 +163,17 @@ class TestWithdraw:
         assert r.dispatcher.runnable == 1
         r.dispatcher.withdraw(1)
         assert r.dispatcher.runnable == 0 and r.dispatcher.held == 1
+
+
+class TestCensus:
+    def test_a_tenants_held_commands_count_until_they_finish_or_their_queue_is_withdrawn(self) -> None:
+        """Running, waiting behind its document, waiting for a place: all held (the offboarding census)."""
+        r = Rig(limit=1)
+        r.offer("X1", tenant="a", queue=0)
+        r.offer("X2", tenant="a", queue=0)
+        r.offer("Y1", tenant="a", queue=1)
+        r.offer("Z1", tenant="b", queue=1)
+        assert (r.dispatcher.held_for("a"), r.dispatcher.held_for("b"), r.dispatcher.held_for("c")) == (3, 1, 0)
+        r.finish("X1")
+        r.dispatcher.withdraw(1)
+        assert (r.dispatcher.held_for("a"), r.dispatcher.held_for("b")) == (1, 0)

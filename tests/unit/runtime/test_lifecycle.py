@@ -74,6 +74,8 @@ class FakeIntake:
 
 
 class FakeAssigner:
+    me = "fake-member"
+
     def __init__(self, journal: Journal, fails: bool) -> None:
         self.journal, self.fails = journal, fails
 
@@ -91,6 +93,12 @@ class FakeAssigner:
     def connection_lost(self) -> None: ...
 
     def connection_restored(self) -> None: ...
+
+
+class FakeCensus:
+    def __init__(self, *_args: Any) -> None: ...
+
+    async def start(self) -> None: ...
 
 
 class Rig:
@@ -123,6 +131,7 @@ class Rig:
         monkeypatch.setattr(
             app, "ShardAssigner", lambda *_a, **_k: FakeAssigner(self.journal, faults.get("assigner_fails", False))
         )
+        monkeypatch.setattr(app, "CensusResponder", FakeCensus)
         monkeypatch.setattr(Spool, "close", close_spool)
         monkeypatch.setattr(aiohttp.ClientSession, "close", close_http)
         settings = Settings(_env_file=None, http_port=None, spool_dir=tmp_path / "spool", shard_count=1)

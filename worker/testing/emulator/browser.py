@@ -14,6 +14,20 @@ from worker.testing.emulator.faults import LOSES_ANSWER, InjectedFault
 from worker.testing.emulator.forms import CmisForm, read_form
 from worker.testing.emulator.store import CmisFault, Repository
 
+DEFAULT_MAX_ITEMS = 100
+
+
+def paging(options: Any) -> tuple[int, int]:
+    """``skipCount`` and ``maxItems`` of a list call (CMIS 1.1 2.2.1.2.1: non-negative integers; a repository
+    picks the page size when ``maxItems`` is missing), else ``invalidArgument``."""
+    try:
+        skip, max_items = int(options.get("skipCount", 0)), int(options.get("maxItems", DEFAULT_MAX_ITEMS))
+    except ValueError:
+        raise CmisFault("invalidArgument", "skipCount and maxItems must be integers") from None
+    if skip < 0 or max_items < 0:
+        raise CmisFault("invalidArgument", "skipCount and maxItems must not be negative")
+    return skip, max_items
+
 
 class BrowserApi(EmulatorBase):
     async def service_root(self, request: web.Request) -> web.StreamResponse:
@@ -61,7 +75,7 @@ class BrowserApi(EmulatorBase):
             hits = [cmis_json.document_properties(repo, s, s.latest) for s in repo.series_by_name.values()]
             hits = [p for p in hits if all(str(p.get(k)) == v for k, v in parsed.equals.items())]
         succinct = options.get("succinct", "false").lower() == "true"
-        skip, max_items = int(options.get("skipCount", 0)), int(options.get("maxItems", 100))
+        skip, max_items = paging(options)
         page = hits[skip : skip + max_items]
         results = [
             cmis_json.render_object(cmis_json.select_properties(p, parsed.columns), succinct, False) for p in page
@@ -125,7 +139,7 @@ class BrowserApi(EmulatorBase):
             return web.json_response(cmis_json.render_object(cmis_json.root_folder_properties(repo), succinct, actions))
         if selector == "children":
             all_series = list(repo.series_by_name.values())
-            skip, max_items = int(q.get("skipCount", 0)), int(q.get("maxItems", 100))
+            skip, max_items = paging(q)
             page = all_series[skip : skip + max_items]
             objects = [
                 {"object": cmis_json.render_object(cmis_json.document_properties(repo, s, s.latest), succinct, actions)}
