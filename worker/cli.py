@@ -39,7 +39,7 @@ from worker.producer import (
     upload_command,
     upload_command_by_url,
 )
-from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection
+from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection, age_seconds
 from worker.results.following import (
     KINDS,
     NOTICES,
@@ -111,11 +111,8 @@ def a_positive_number(text: str) -> float:
 
 def parse_age(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        return age_seconds(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an age like 90s, 15m, 2h or 1d") from None
 
@@ -287,9 +284,8 @@ async def dead_letter_command(settings: Settings, args: argparse.Namespace) -> i
         raise UsageError("purge with no filter drops every dead letter: add a filter, or --all if that is meant")
     connection = await connect(settings)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         with progress_for(sys.stderr) as progress:
-            dlq = DeadLetterQueue(channel, settings, _RowsAsTheyHappen(progress))
+            dlq = DeadLetterQueue(connection, settings, _RowsAsTheyHappen(progress))
             if args.dlq_action in {"list", "show"}:
                 letters = await dlq.inspect(selection, args.scan_limit, full=args.dlq_action == "show")
                 for letter in letters:

@@ -56,6 +56,7 @@ class Stack:
     emulator: RunningEmulator
     worker: Worker
     channel: AbstractChannel
+    connection: AbstractRobustConnection
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
 
     async def send(self, command: Command) -> None:
@@ -153,7 +154,7 @@ async def open_stack(
     await worker.start()
     exits.push_async_callback(worker.stop)
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    stack = Stack(settings, emulator, worker, channel)
+    stack = Stack(settings, emulator, worker, channel, connection)
     results = await channel.declare_queue(settings.results_queue, passive=True)
 
     async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
