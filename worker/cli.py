@@ -1,5 +1,5 @@
-"""Command line: ``python -m worker {run,publish,delete,results,dlq,topology,contracts}``, and ``demo``/``emulator``,
-which hand over to ``worker.testing`` (imported only then: production code never imports it).
+"""Command line: ``python -m worker {run,publish,delete,results,dlq,console,topology,contracts}``, and
+``demo``/``emulator``, which hand over to ``worker.testing`` (imported only then: production code never imports it).
 
 A mistake ends with one line on stderr naming the problem and the fix, and exit code 2 (usage) or 1
 (runtime); ``--debug`` shows the traceback instead (``worker.cli_errors`` has the exit codes).
@@ -29,6 +29,8 @@ from worker import contract_files
 from worker.amqp import topology
 from worker.amqp.connection import connect_robust
 from worker.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, CliError, UsageError, explain
+from worker.console.app import run_console
+from worker.console.auth import NoConsoleUsers
 from worker.contracts import Command
 from worker.producer import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -309,6 +311,23 @@ async def dead_letter_command(settings: Settings, args: argparse.Namespace) -> i
     return EXIT_OK
 
 
+# --- console -----------------------------------------------------------------------------------------
+
+
+async def console(settings: Settings, args: argparse.Namespace) -> int:
+    overrides = {"console_host": args.host, "console_port": args.port}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_console(settings, stop)
+    except NoConsoleUsers as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 # --- topology ----------------------------------------------------------------------------------------
 
 
@@ -465,6 +484,14 @@ def build_parser() -> Parser:
     sub.add_parser("demo", help="end-to-end demo against the bundled DMS EMULATOR (not SAP DMS)", add_help=False)
     sub.add_parser("emulator", help="run the DMS emulator (python -m worker.testing.emulator)", add_help=False)
     _add_dlq_parser(sub)
+    con = sub.add_parser(
+        "console",
+        help="serve the operator console (dead letters, outcomes, fleet) in the browser",
+        description="Serves on DMS_WORKER_CONSOLE_HOST:CONSOLE_PORT (127.0.0.1:8090) until Ctrl-C; users and "
+        "their tokens come from DMS_WORKER_CONSOLE_USERS or DMS_WORKER_CONSOLE_USERS_FILE. Needs the broker only.",
+    )
+    con.add_argument("--host", help="address to listen on (default: DMS_WORKER_CONSOLE_HOST, 127.0.0.1)")
+    con.add_argument("--port", type=int, help="port (default: DMS_WORKER_CONSOLE_PORT, 8090; 0 picks a free one)")
     _add_topology_parser(sub)
     contracts = sub.add_parser("contracts", help="check contracts/ and deploy/rabbitmq/ against the code")
     contracts.add_argument("--write", action="store_true", help="regenerate them instead")
@@ -508,6 +535,8 @@ def dispatch(args: argparse.Namespace) -> int:
             return _run(follow_results(settings, args))
         if args.command == "topology":
             return _run(delete_topology(settings, args.yes, args.force))
+        if args.command == "console":
+            return _run(console(settings, args))
         return _run(dead_letter_command(settings, args))
     except KeyboardInterrupt:
         return 130

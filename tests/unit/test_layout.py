@@ -18,6 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "worker.commands": {"worker.dms"},
     "worker.results": {"worker.amqp"},
     "worker.intake": {"worker.amqp", "worker.commands", "worker.results", "worker.runtime.metrics"},
+    # the operator console reads what the data path leaves: the DLQ, result events, the replicas' heartbeats
+    "worker.console": {"worker.amqp", "worker.results", "worker.intake.ownership", "worker.runtime.serving"},
 }
 
 
@@ -63,5 +65,5 @@ def test_production_code_never_imports_the_testing_package() -> None:
 
 def test_the_folder_listing_tells_the_stages_and_holds_no_benchmark() -> None:
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    assert {"amqp", "intake", "commands", "dms", "results", "runtime", "testing"} <= folders
+    assert {"amqp", "intake", "commands", "dms", "results", "runtime", "testing", "console"} <= folders
     assert "bench" not in folders

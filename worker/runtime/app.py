@@ -210,6 +210,7 @@ class Worker:
             heartbeat_s=s.membership_heartbeat_s,
             backlog=shards.backlog,
             work_low_water=s.in_flight_limit,
+            running=shards.dispatcher.running_by_tenant,
         )
         await self._assigner.start()
         self.connection.close_callbacks.add(lambda *_: assigner.connection_lost())

@@ -1,0 +1,443 @@
+"""The console's pages: server-rendered Jinja2 templates, with htmx refreshing the parts that change.
+
+Every page works without JavaScript (forms post and redirect); htmx only polls fragments (job progress, the
+index's state, the outcomes feed, the fleet) and loads a dead letter's full detail after the page. Nothing on
+a page is a secret or file content: a dead letter's ``content_base64`` is replaced by its length, a
+``content_url`` loses its query (signed URLs carry tokens there), secret-looking headers are hidden.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import jinja2
+from aiohttp import web
+
+from worker.console.auth import CSRF_FIELD, SESSION_COOKIE, Gate, User, signed_in
+from worker.console.feed import Fleet, OutcomeFilter, ResultFeed
+from worker.console.index import DeadLetterIndex
+from worker.console.jobs import Jobs
+from worker.intake.ownership import shard_ranges
+from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Selection, age_seconds
+from worker.settings import Settings
+
+PAGE_SIZE = 50
+SECRET_WORDS = ("authorization", "token", "secret", "password", "cookie", "signature")
+
+templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("worker.console", "templates"),
+    autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def age(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """``3 s``, ``4 min``, ``2 h``, ``5 d`` (pure)."""
+    if when is None:
+        return "-"
+    seconds = max(0.0, ((now or dt.datetime.now(dt.UTC)) - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{math.floor(seconds / size)} {unit}"
+    return f"{seconds:.0f} s"
+
+
+templates.filters["age"] = age
+
+
+@dataclass
+class Services:
+    settings: Settings
+    gate: Gate
+    index: DeadLetterIndex
+    jobs: Jobs
+    feed: ResultFeed
+    fleet: Fleet
+    queue: Any  # () -> DeadLetterQueue, for the detail view
+
+
+def render(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
+    session = request.get("session")
+    page = templates.get_template(template).render(
+        user=request.get("user"),
+        csrf=session.csrf if session is not None else "",
+        path=request.path,
+        **values,
+    )
+    return web.Response(text=page, status=status, content_type="text/html")
+
+
+def refuse(request: web.Request, status: int, reason: str) -> web.Response:
+    if status == 401:
+        return render(request, "signin.html", status=401, reason=reason)
+    return render(request, "refused.html", status=status, reason=reason)
+
+
+# --- reading forms ---------------------------------------------------------------------------------
+
+
+class BadInput(ValueError):
+    pass
+
+
+def _uuid(value: str, what: str) -> uuid.UUID | None:
+    if not value.strip():
+        return None
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise BadInput(f"{what} {value!r} is not a UUID") from None
+
+
+def _age(value: str, what: str) -> float | None:
+    if not value.strip():
+        return None
+    try:
+        return age_seconds(value)
+    except ValueError:
+        raise BadInput(f"{what} {value!r} is not an age like 90s, 15m, 2h or 1d") from None
+
+
+FILTER_FIELDS = ("error_code", "tenant", "document", "type", "newer_than", "older_than", "text")
+
+
+def selection_from(params: Mapping[str, Any], picked: list[str] | None = None) -> Selection:
+    """The filter form's fields (and picked message ids) as a ``Selection``; ``BadInput`` names a bad field."""
+
+    def text(name: str) -> str:
+        value = params.get(name, "")
+        return value.strip() if isinstance(value, str) else ""
+
+    kind = text("type")
+    if kind and kind not in {"dms.upload", "dms.delete"}:
+        raise BadInput(f"type {kind!r} is neither dms.upload nor dms.delete")
+    return Selection(
+        tenant_id=_uuid(text("tenant"), "tenant"),
+        document_id=_uuid(text("document"), "document"),
+        error_code=text("error_code") or None,
+        older_than_s=_age(text("older_than"), "older than"),
+        newer_than_s=_age(text("newer_than"), "newer than"),
+        command_type=kind or None,
+        text=text("text") or None,
+        message_ids=frozenset(picked) if picked else None,
+    )
+
+
+def filter_query(params: Mapping[str, Any], **changes: Any) -> str:
+    values = {name: params.get(name, "") for name in FILTER_FIELDS} | changes
+    return urlencode({k: v for k, v in values.items() if v})
+
+
+def shown_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A dead letter's headers for the page: secret-looking ones hidden (pure)."""
+    return {
+        key: "(not shown)" if any(word in key.lower() for word in SECRET_WORDS) else value
+        for key, value in (headers or {}).items()
+    }
+
+
+def shown_event(body: Any) -> Any:
+    """The CloudEvent without its content: ``content_base64`` as its length, ``content_url`` without its
+    query or fragment (pure)."""
+    if not isinstance(body, dict):
+        return body
+    event = dict(body)
+    data = event.get("data")
+    if isinstance(data, dict):
+        data = dict(data)
+        if "content_base64" in data:
+            content = data["content_base64"]
+            length = str(content).rsplit("(", 1)[-1].split(" ")[0] if "characters)" in str(content) else len(content)
+            data["content_base64"] = f"(content not shown: {length} characters of base64)"
+        if isinstance(data.get("content_url"), str):
+            parts = urlsplit(data["content_url"])
+            cut = " (query not shown)" if parts.query or parts.fragment else ""
+            data["content_url"] = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) + cut
+        event["data"] = data
+    return event
+
+
+# --- handlers --------------------------------------------------------------------------------------
+
+
+class Pages:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/", self.home),
+            web.get("/signin", self.signin_form),
+            web.post("/signin", self.signin),
+            web.post("/signout", self.signout),
+            web.get("/dead-letters", self.dead_letters),
+            web.get("/dead-letters/status", self.index_status),
+            web.post("/dead-letters/rescan", self.rescan),
+            web.get("/dead-letters/purge", self.purge_form),
+            web.post("/dead-letters/purge", self.purge),
+            web.post("/dead-letters/replay", self.replay),
+            web.get("/dead-letters/{message_id}", self.dead_letter),
+            web.get("/dead-letters/{message_id}/full", self.dead_letter_full),
+            web.get("/jobs", self.jobs),
+            web.get("/jobs/{job_id}", self.job),
+            web.get("/jobs/{job_id}/progress", self.job_progress),
+            web.post("/jobs/{job_id}/cancel", self.cancel_job),
+            web.get("/outcomes", self.outcomes),
+            web.get("/outcomes/feed", self.outcomes_feed),
+            web.get("/documents/{document_id}", self.document),
+            web.get("/fleet", self.fleet),
+            web.get("/fleet/live", self.fleet_live),
+        ]
+
+    async def home(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther("/dead-letters")
+
+    # sign in and out
+
+    async def signin_form(self, request: web.Request) -> web.StreamResponse:
+        if request.get("user") is None and self.s.gate.session(request.cookies.get(SESSION_COOKIE)) is not None:
+            raise web.HTTPSeeOther("/dead-letters")
+        return render(request, "signin.html", reason="")
+
+    async def signin(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        token = form.get("token")
+        user = self.s.gate.user_with_token(token) if isinstance(token, str) and token else None
+        if user is None:
+            return render(request, "signin.html", status=401, reason="that token lets nobody in")
+        sid, _ = self.s.gate.open_session(user)
+        response = web.HTTPSeeOther("/dead-letters")
+        signed_in(response, request, sid)
+        raise response
+
+    async def signout(self, request: web.Request) -> web.StreamResponse:
+        self.s.gate.close_session(request.cookies.get(SESSION_COOKIE))
+        response = web.HTTPSeeOther("/signin")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        raise response
+
+    # dead letters
+
+    def _bad(self, request: web.Request, problem: BadInput) -> web.Response:
+        return render(request, "refused.html", status=400, reason=str(problem))
+
+    async def dead_letters(self, request: web.Request) -> web.StreamResponse:
+        try:
+            selection = selection_from(request.query)
+        except BadInput as problem:
+            return self._bad(request, problem)
+        page = max(1, int(request.query.get("page", "1") or 1)) if request.query.get("page", "1").isdigit() else 1
+        matching = self.s.index.select(selection)
+        shown = matching[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        return render(
+            request,
+            "dead_letters.html",
+            index=self.s.index,
+            groups=self.s.index.groups(),
+            codes=self.s.index.error_codes(),
+            params={name: request.query.get(name, "") for name in FILTER_FIELDS},
+            query=filter_query(request.query),
+            filtered=not selection.selects_everything(),
+            matching=len(matching),
+            letters=shown,
+            page=page,
+            pages=max(1, math.ceil(len(matching) / PAGE_SIZE)),
+            page_query=lambda n: filter_query(request.query, page=n),
+            group_query=lambda g: filter_query({}, error_code=g.error_code or "", tenant=g.tenant_id or ""),
+            rate=self.s.settings.console_replay_rate,
+            jobs=list(self.s.jobs.history)[:5],
+        )
+
+    async def index_status(self, request: web.Request) -> web.StreamResponse:
+        return render(request, "index_status.html", index=self.s.index)
+
+    async def rescan(self, request: web.Request) -> web.StreamResponse:
+        self.s.index.request_rebuild()
+        raise web.HTTPSeeOther("/dead-letters")
+
+    async def replay(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        picked = [str(v) for v in form.getall("id", [])]
+        if form.get("scope") == "picked" and not picked:
+            return self._bad(request, BadInput("no dead letters picked: tick some, or replay the whole filter"))
+        try:
+            selection = selection_from(form, picked if form.get("scope") == "picked" else None)
+            rate_text = str(form.get("rate", "") or "").strip()
+            rate = float(rate_text) if rate_text else self.s.settings.console_replay_rate
+            if not 0 < rate < math.inf:
+                raise BadInput("the rate must be a positive number of commands per second")
+        except ValueError as problem:
+            return self._bad(request, BadInput(str(problem)))
+        expected = len(self.s.index.select(selection))
+        job = self.s.jobs.submit("replay", request["user"], selection, expected, rate)
+        raise web.HTTPSeeOther(f"/jobs/{job.id}")
+
+    async def purge_form(self, request: web.Request) -> web.StreamResponse:
+        picked = request.query.getall("id", [])
+        try:
+            selection = selection_from(request.query, picked or None)
+        except BadInput as problem:
+            return self._bad(request, problem)
+        return render(
+            request,
+            "purge.html",
+            selection=selection.as_filter(),
+            count=len(self.s.index.select(selection)),
+            params={name: request.query.get(name, "") for name in FILTER_FIELDS},
+            picked=picked,
+            problem="",
+        )
+
+    async def purge(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        picked = [str(v) for v in form.getall("id", [])]
+        try:
+            selection = selection_from(form, picked or None)
+        except BadInput as problem:
+            return self._bad(request, problem)
+        count = len(self.s.index.select(selection))
+        if str(form.get("confirm", "")).strip() != str(count) or count == 0:
+            return render(
+                request,
+                "purge.html",
+                status=400,
+                selection=selection.as_filter(),
+                count=count,
+                params={name: str(form.get(name, "")) for name in FILTER_FIELDS},
+                picked=picked,
+                problem=f"type {count} to purge the {count} dead letters" if count else "nothing to purge",
+            )
+        job = self.s.jobs.submit("purge", request["user"], selection, count)
+        raise web.HTTPSeeOther(f"/jobs/{job.id}")
+
+    async def dead_letter(self, request: web.Request) -> web.StreamResponse:
+        message_id = request.match_info["message_id"]
+        letter = self.s.index.get(message_id)
+        return render(request, "dead_letter.html", message_id=message_id, letter=letter)
+
+    async def dead_letter_full(self, request: web.Request) -> web.StreamResponse:
+        """Reads the DLQ up to the dead letter (a pass of the whole DLQ, see ``DeadLetterQueue``)."""
+        message_id = request.match_info["message_id"]
+        index = self.s.index
+        if index.turn.locked():
+            return render(request, "dead_letter_full.html", letter=None, busy=True, message_id=message_id)
+        async with index.turn:
+            dlq: DeadLetterQueue = self.s.queue()
+            letter: DeadLetter | None = await dlq.find(message_id, self.s.settings.console_scan_limit)
+        return render(
+            request,
+            "dead_letter_full.html",
+            letter=letter,
+            busy=False,
+            message_id=message_id,
+            headers=shown_headers(letter.headers if letter else None),
+            event=shown_event(letter.body if letter else None),
+        )
+
+    # jobs
+
+    def _job(self, request: web.Request) -> Any:
+        job_id = request.match_info["job_id"]
+        job = self.s.jobs.get(int(job_id)) if job_id.isdigit() else None
+        if job is None:
+            raise web.HTTPNotFound(text="no such job")
+        return job
+
+    async def jobs(self, request: web.Request) -> web.StreamResponse:
+        return render(request, "jobs.html", jobs=list(self.s.jobs.history))
+
+    async def job(self, request: web.Request) -> web.StreamResponse:
+        return render(request, "job.html", job=self._job(request))
+
+    async def job_progress(self, request: web.Request) -> web.StreamResponse:
+        return render(request, "job_progress.html", job=self._job(request))
+
+    async def cancel_job(self, request: web.Request) -> web.StreamResponse:
+        job = self._job(request)
+        self.s.jobs.cancel(job)
+        raise web.HTTPSeeOther(f"/jobs/{job.id}")
+
+    # outcomes
+
+    def _outcome_filter(self, request: web.Request) -> OutcomeFilter:
+        q = request.query
+        return OutcomeFilter(
+            kind=q.get("kind") or None,
+            outcome=q.get("outcome") or None,
+            tenant_id=_uuid(q.get("tenant", ""), "tenant"),
+            document_id=_uuid(q.get("document", ""), "document"),
+            error_code=q.get("error_code") or None,
+        )
+
+    async def outcomes(self, request: web.Request) -> web.StreamResponse:
+        try:
+            wanted = self._outcome_filter(request)
+        except BadInput as problem:
+            return self._bad(request, problem)
+        return render(
+            request,
+            "outcomes.html",
+            events=self.s.feed.latest(wanted),
+            since=self.s.feed.since,
+            query=request.query_string,
+            params={k: request.query.get(k, "") for k in ("kind", "outcome", "tenant", "document", "error_code")},
+        )
+
+    async def outcomes_feed(self, request: web.Request) -> web.StreamResponse:
+        try:
+            wanted = self._outcome_filter(request)
+        except BadInput as problem:
+            return self._bad(request, problem)
+        return render(request, "outcomes_feed.html", events=self.s.feed.latest(wanted), query=request.query_string)
+
+    async def document(self, request: web.Request) -> web.StreamResponse:
+        try:
+            document = _uuid(request.match_info["document_id"], "document")
+        except BadInput as problem:
+            return self._bad(request, problem)
+        history = list(reversed(self.s.feed.latest(OutcomeFilter(document_id=document), count=1000)))
+        dead = self.s.index.select(Selection(document_id=document))
+        return render(request, "document.html", document=str(document), history=history, dead=dead)
+
+    # fleet
+
+    def _fleet_values(self) -> dict[str, Any]:
+        rates = self.s.feed.rates()
+        peak = max([1.0, *(max(s, f) for _, s, f in rates)])
+        width, height = 600, 120
+
+        def points(column: int) -> str:
+            step = width / max(1, len(rates) - 1)
+            return " ".join(
+                f"{i * step:.1f},{height - (rate[column] / peak) * height:.1f}" for i, rate in enumerate(rates)
+            )
+
+        return {
+            "replicas": self.s.fleet.replicas(),
+            "ranges": shard_ranges,
+            "running": self.s.fleet.running_by_tenant(),
+            "depths": self.s.fleet.queue_depths(),
+            "dlq_depth": self.s.index.depth,
+            "succeeded_points": points(1),
+            "failed_points": points(2),
+            "peak": peak,
+            "now_rates": rates[-2] if len(rates) > 1 else (0, 0.0, 0.0),
+            "chart": (width, height),
+        }
+
+    async def fleet(self, request: web.Request) -> web.StreamResponse:
+        return render(request, "fleet.html", **self._fleet_values())
+
+    async def fleet_live(self, request: web.Request) -> web.StreamResponse:
+        return render(request, "fleet_live.html", **self._fleet_values())
+
+
+__all__ = ["CSRF_FIELD", "Pages", "Services", "User", "refuse"]
