@@ -8,7 +8,7 @@
 #                                           check that the tests leave it as they found it)
 # What `test` does to the machine: installs RabbitMQ with apt if missing and starts it (127.0.0.1:5672),
 # enables its rabbitmq_sharding plugin, installs Debian's prometheus package for promtool (the server is not
-# started), and starts throwaway RabbitMQ nodes of its own on 5681-5683 and 5691 for the broker-fault tests.
+# started) and Debian's chromium and chromium-driver (the console's browser tests), and starts throwaway RabbitMQ nodes of its own on 5681-5683 and 5691 for the broker-fault tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,6 +80,16 @@ ensure_promtool() {
   return $status
 }
 
+# The operator console's browser tests (tests/integration/test_console.py) drive Debian's Chromium through
+# Playwright, pointed at /usr/bin/chromium: no browser is downloaded. chromium-driver comes along for Selenium
+# users and keeps the two at the same version.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+  echo "chromium not installed; installing Debian's chromium and chromium-driver with apt (browser tests)" >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+}
+
 run_checks() {
   echo "check: ruff check, ruff format --check, mypy, promtool (alert rules)" >&2
   .venv/bin/ruff check .
@@ -101,6 +111,7 @@ case "$cmd" in
     ensure_venv
     run_checks
     ensure_rabbitmq
+    ensure_chromium
     exec .venv/bin/python -m pytest "$@"
     ;;
   broker)

@@ -165,6 +165,15 @@ async def open_stack(
     return stack
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each phase's report on the test item (``item.rep_call``): a fixture can tell whether its test failed
+    (the console's browser tests keep their screenshots then)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture
 async def make_stack() -> AsyncIterator[StackFactory]:
     """``await make_stack(emulator_config=..., destination=False, **settings)`` builds a running stack.

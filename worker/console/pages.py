@@ -182,6 +182,7 @@ class Pages:
             web.get("/dead-letters/status", self.index_status),
             web.post("/dead-letters/rescan", self.rescan),
             web.get("/dead-letters/purge", self.purge_form),
+            web.post("/dead-letters/purge/ask", self.purge_form),
             web.post("/dead-letters/purge", self.purge),
             web.post("/dead-letters/replay", self.replay),
             web.get("/dead-letters/{message_id}", self.dead_letter),
@@ -281,9 +282,11 @@ class Pages:
         raise web.HTTPSeeOther(f"/jobs/{job.id}")
 
     async def purge_form(self, request: web.Request) -> web.StreamResponse:
-        picked = request.query.getall("id", [])
+        """Asks for the count: a link (GET, a filter) or the list's Purge button (POST: the picked ones too)."""
+        params = await request.post() if request.method == "POST" else request.query
+        picked = [str(v) for v in params.getall("id", [])] if params.get("scope") != "filter-purge" else []
         try:
-            selection = selection_from(request.query, picked or None)
+            selection = selection_from(params, picked or None)
         except BadInput as problem:
             return self._bad(request, problem)
         return render(
@@ -291,7 +294,7 @@ class Pages:
             "purge.html",
             selection=selection.as_filter(),
             count=len(self.s.index.select(selection)),
-            params={name: request.query.get(name, "") for name in FILTER_FIELDS},
+            params={name: str(params.get(name, "")) for name in FILTER_FIELDS},
             picked=picked,
             problem="",
         )
