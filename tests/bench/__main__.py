@@ -1,9 +1,10 @@
-"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos|faststream``
+"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos|faststream|console``
 (see tests/bench/README.md)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def main() -> None:
@@ -60,7 +61,18 @@ def main() -> None:
     fast.add_argument("--uploads", type=int, default=1000, help="10 KB uploads per run")
     fast.add_argument("--latencies", nargs="+", type=int, default=[0, 50], help="emulator latency, ms")
     fast.add_argument("--repetitions", type=int, default=2, help="runs of each system per latency")
+    console = sub.add_parser(
+        "console", help="the operator console on a large DLQ: index pass, groups page, replay rate, broker CPU"
+    )
+    console.add_argument("--count", type=int, default=10_000, help="dead letters in the DLQ")
+    console.add_argument("--screenshot", type=Path, help="also save the dead-letters page as this PNG")
     args = parser.parse_args()
+    if args.which == "console":
+        from tests.bench import console_bench
+        from worker.runtime import event_loop
+
+        event_loop.run(console_bench.main(args.count, args.screenshot))
+        return
     if args.which == "faststream":
         from tests.bench import compare_bench
         from worker.runtime import event_loop
