@@ -93,7 +93,7 @@ class DeadLetterIndex:
         self._queue = queue  # a DeadLetterQueue telling the given state of its progress
         self._scan_limit = scan_limit
         self._rescan_every_s = rescan_every_s
-        self._letters: list[DeadLetter] = []
+        self._by_key: dict[str, DeadLetter] = {}  # in DLQ order; the key is the message id (#n for repeats)
         self._arrived: list[DeadLetter] = []  # events seen while a pass runs, added when it ends
         self.scan = ScanState()
         self.depth: int | None = None
@@ -104,13 +104,23 @@ class DeadLetterIndex:
     # --- reading ------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._letters)
+        return len(self._by_key)
+
+    @property
+    def _letters(self) -> Iterable[DeadLetter]:
+        return self._by_key.values()
+
+    def _put(self, letter: DeadLetter) -> None:
+        key = letter.message_id or f"#{len(self._by_key)}"
+        while key in self._by_key:  # the same command dead-lettered twice: both are in the DLQ
+            key = f"{letter.message_id}#{len(self._by_key)}"
+        self._by_key[key] = letter
 
     @property
     def stale(self) -> bool:
         """The DLQ's depth disagrees with what the index holds (no pass running, and the index not full)."""
-        full = len(self._letters) >= self._scan_limit
-        return not self.scan.running and self.depth is not None and self.depth != len(self._letters) and not full
+        full = len(self) >= self._scan_limit
+        return not self.scan.running and self.depth is not None and self.depth != len(self) and not full
 
     @property
     def covers_all(self) -> bool:
@@ -121,12 +131,12 @@ class DeadLetterIndex:
         return [letter for letter in self._letters if selection.matches(letter, now)]
 
     def get(self, message_id: str) -> DeadLetter | None:
-        return next((letter for letter in self._letters if letter.message_id == message_id), None)
+        return self._by_key.get(message_id)
 
     def groups(self, selection: Selection | None = None) -> list[Group]:
         """By error code x tenant, largest first: O(dead letters) in memory, nothing asked of the broker."""
         found: dict[tuple[str | None, str | None], Group] = {}
-        letters = self._letters if selection is None else self.select(selection)
+        letters = list(self._letters) if selection is None else self.select(selection)
         for letter in letters:
             key = (letter.error_code, letter.tenant_id)
             group = found.get(key)
@@ -148,11 +158,21 @@ class DeadLetterIndex:
 
     def add(self, letter: DeadLetter) -> None:
         letter = _compact(letter)
-        (self._arrived if self.scan.running else self._letters).append(letter)
+        if self.scan.running:
+            self._arrived.append(letter)
+        else:
+            self._put(letter)
 
-    def remove(self, letters: Iterable[DeadLetter]) -> None:
-        gone = {letter.message_id for letter in letters}
-        self._letters = [letter for letter in self._letters if letter.message_id not in gone]
+    def remove(self, letter: DeadLetter) -> None:
+        """One dead letter gone (replayed or purged): O(1), so a job removes each as it goes, and a repeat
+        dead-lettered meanwhile (its event added it back) stays."""
+        key = letter.message_id
+        if key is not None and self._by_key.pop(key, None) is not None:
+            return
+        for other, known in self._by_key.items():  # a repeat's key, or a dead letter without a message id
+            if (key is not None and known.message_id == key) or known == letter:
+                del self._by_key[other]
+                return
 
     async def rebuild(self) -> None:
         """One full pass over the DLQ (waits for its turn)."""
@@ -161,7 +181,9 @@ class DeadLetterIndex:
             try:
                 fresh = [_compact(letter) async for letter in self._queue(state).each(Selection(), self._scan_limit)]
                 known = {letter.message_id for letter in fresh}
-                self._letters = fresh + [letter for letter in self._arrived if letter.message_id not in known]
+                self._by_key = {}
+                for letter in [*fresh, *(letter for letter in self._arrived if letter.message_id not in known)]:
+                    self._put(letter)
                 self.depth = await self._queue(None).depth()
             except Exception as exc:  # the broker went away: the next round tries again
                 state.error = f"{type(exc).__name__}: {exc}"
@@ -172,7 +194,7 @@ class DeadLetterIndex:
                 state.took_s = time.monotonic() - state.started
                 state.finished_at = dt.datetime.now(dt.UTC)
                 self._last_pass = time.monotonic()
-            log.info("console_index_built", dead_letters=len(self._letters), took_s=round(state.took_s, 3))
+            log.info("console_index_built", dead_letters=len(self), took_s=round(state.took_s, 3))
 
     def request_rebuild(self) -> None:
         self._wanted.set()

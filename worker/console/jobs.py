@@ -70,8 +70,9 @@ class Job:
 
 
 class _JobProgress:
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, index: DeadLetterIndex) -> None:
         self._job = job
+        self._index = index
 
     def start(self, stage: str, total: int | None) -> None:
         self._job.total = total
@@ -80,6 +81,7 @@ class _JobProgress:
         self._job.scanned += 1
         if letter is not None:
             self._job.done += 1
+            self._index.remove(letter)
             if self._job.kind == "replay" and letter.message_id:
                 self._job.outcomes[letter.message_id] = ""
 
@@ -116,26 +118,22 @@ class Jobs:
                 self._audit(job)
                 return
             job.state, job.started_at = "running", dt.datetime.now(dt.UTC)
-            dlq = self._queue(_JobProgress(job))
+            dlq = self._queue(_JobProgress(job, self._index))
 
             def stop() -> bool:
                 return job.cancel_requested
 
-            done: list[DeadLetter] = []
             try:
                 if job.kind == "replay":
-                    done = await dlq.replay(
-                        job.selection, rate_per_s=job.rate_per_s, scan_limit=self._scan_limit, stop=stop
-                    )
+                    await dlq.replay(job.selection, rate_per_s=job.rate_per_s, scan_limit=self._scan_limit, stop=stop)
                 else:  # never more than the operator confirmed
-                    done = await dlq.purge(job.selection, scan_limit=self._scan_limit, limit=job.expected, stop=stop)
+                    await dlq.purge(job.selection, scan_limit=self._scan_limit, limit=job.expected, stop=stop)
                 job.state = "cancelled" if job.cancel_requested else "done"
             except Exception as exc:
                 job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
                 log.warning("console_job_failed", job=job.id, kind=job.kind, error=job.error)
             finally:
                 job.finished_at = dt.datetime.now(dt.UTC)
-                self._index.remove(done)
                 self._audit(job)
         self._index.request_rebuild()  # a check of the depth, and a pass if something else changed it
 
