@@ -4,8 +4,8 @@ the successes, purges after typing the count; a viewer sees no action buttons an
 without credentials, and cross-site or token-less POSTs, are refused.
 
 Each browser test keeps a screenshot of every page it showed under ``test-artifacts/console/<test>/`` when
-it fails. Chromium must be installed (``bash deploy/dev.sh test`` installs it): without it these tests fail
-with one line saying so, they do not skip.
+it fails (or always, with ``DMS_CONSOLE_TEST_KEEP_SCREENSHOTS=1``). Chromium must be installed (``bash
+deploy/dev.sh test`` installs it): without it these tests fail with one line saying so, they do not skip.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ async def pages(
     yield shown
     await context.close()
     report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+    if (report is not None and report.failed) or os.environ.get("DMS_CONSOLE_TEST_KEEP_SCREENSHOTS"):
         kept = ARTIFACTS / request.node.name
         shutil.rmtree(kept, ignore_errors=True)
         kept.mkdir(parents=True)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp import web
 
 from worker.amqp.connection import connect_robust
@@ -70,10 +70,15 @@ async def running_console(settings: Settings) -> AsyncIterator[RunningConsole]:
 
         feed.listen(dead_lettered)
         feed.listen(jobs.on_event)
-        channel = await connection.channel()
         tasks = [
-            asyncio.create_task(feed.follow(channel, settings.result_exchange), name="console-results"),
-            asyncio.create_task(fleet.follow(channel, settings.command_queue), name="console-fleet"),
+            asyncio.create_task(
+                _again_and_again(connection, lambda ch: feed.follow(ch, settings.result_exchange), "results"),
+                name="console-results",
+            ),
+            asyncio.create_task(
+                _again_and_again(connection, lambda ch: fleet.follow(ch, settings.command_queue), "heartbeats"),
+                name="console-fleet",
+            ),
             asyncio.create_task(index.keep_up(), name="console-index"),
         ]
 
@@ -89,6 +94,24 @@ async def running_console(settings: Settings) -> AsyncIterator[RunningConsole]:
         url = f"http://{settings.console_host}:{port}/"
         log.info("console_started", url=url, users=len(auth.console_users(settings)))
         yield RunningConsole(services, port, url)
+
+
+async def _again_and_again(
+    connection: AbstractRobustConnection, follow: Callable[[AbstractChannel], Awaitable[None]], what: str
+) -> None:
+    """Follows ``what`` on a channel of its own until cancelled; if the broker ends it, again a second later."""
+    while True:
+        try:
+            channel = await connection.channel()
+            try:
+                await follow(channel)
+            finally:
+                await channel.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("console_follow_failed", following=what, error=repr(exc))
+            await asyncio.sleep(1)
 
 
 class _StateProgress:

@@ -99,6 +99,7 @@ class DeadLetterIndex:
         self.depth: int | None = None
         self.turn = asyncio.Lock()  # one pass, replay or purge at a time
         self._wanted = asyncio.Event()
+        self._forced = False  # the operator asked for a pass (else a wake-up only checks the depth)
         self._last_pass = 0.0
 
     # --- reading ------------------------------------------------------------------------------------
@@ -197,11 +198,17 @@ class DeadLetterIndex:
             log.info("console_index_built", dead_letters=len(self), took_s=round(state.took_s, 3))
 
     def request_rebuild(self) -> None:
+        """A pass as soon as no job runs (the operator's *Read the DLQ again*)."""
+        self._forced = True
+        self._wanted.set()
+
+    def check_soon(self) -> None:
+        """A depth check now (a job ended); a pass only if the depth disagrees."""
         self._wanted.set()
 
     async def keep_up(self, poll_s: float = 5.0) -> None:
-        """Runs until cancelled: the first pass, then a depth check every ``poll_s`` and a pass when asked or
-        when the depth disagrees (at most every ``rescan_every_s``)."""
+        """Runs until cancelled: the first pass, then a depth check every ``poll_s`` (and when a job ends), and
+        a pass when the operator asks or when the depth disagrees (at most every ``rescan_every_s``)."""
         await self.rebuild()
         while True:
             try:
@@ -209,7 +216,6 @@ class DeadLetterIndex:
                     await self._wanted.wait()
             except TimeoutError:
                 pass
-            asked = self._wanted.is_set()
             self._wanted.clear()
             if self.turn.locked():
                 continue  # a replay or purge is under way: its end says what changed
@@ -219,5 +225,6 @@ class DeadLetterIndex:
                 log.warning("console_depth_check_failed", error=repr(exc))
                 continue
             due = time.monotonic() - self._last_pass >= self._rescan_every_s
-            if asked or (self.stale and due):
+            if self._forced or (self.stale and due):
+                self._forced = False
                 await self.rebuild()

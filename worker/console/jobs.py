@@ -135,7 +135,7 @@ class Jobs:
             finally:
                 job.finished_at = dt.datetime.now(dt.UTC)
                 self._audit(job)
-        self._index.request_rebuild()  # a check of the depth, and a pass if something else changed it
+        self._index.check_soon()  # a check of the depth, and a pass if something else changed the DLQ
 
     @staticmethod
     def _audit(job: Job) -> None:
