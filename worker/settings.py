@@ -177,7 +177,8 @@ class Settings(BaseSettings):
         env: dict[str, str] = {}
         platform = {"vcap_services", "service_binding_root"}
         plain = self.model_dump(
-            mode="json", exclude={"amqp_url", "amqp_urls", "destination", "tenant_destinations", *platform}
+            mode="json",
+            exclude={"amqp_url", "amqp_urls", "destination", "tenant_destinations", "console_users", *platform},
         )
         for key, value in plain.items():
             env[f"DMS_WORKER_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
@@ -189,6 +190,10 @@ class Settings(BaseSettings):
         if self.tenant_destinations:
             env["DMS_WORKER_TENANT_DESTINATIONS"] = json.dumps(
                 {str(t): d.as_properties() for t, d in self.tenant_destinations.items()}
+            )
+        if self.console_users:
+            env["DMS_WORKER_CONSOLE_USERS"] = json.dumps(
+                {name: {"role": u.role, "token": u.token.get_secret_value()} for name, u in self.console_users.items()}
             )
         if self.vcap_services is not None:
             env["VCAP_SERVICES"] = self.vcap_services.get_secret_value()

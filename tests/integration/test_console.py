@@ -11,9 +11,11 @@ deploy/dev.sh test`` installs it): without it these tests fail with one line say
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from worker.settings import ConsoleUser
 
 from .conftest import Stack, StackFactory
 from .dead_letter_fill import Made, fill_dlq
+from .test_cli import cli, stack_env, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -309,3 +312,32 @@ async def test_requests_without_credentials_get_401_and_a_post_without_its_csrf_
         ) as answer:
             assert answer.status == 403
     assert not console.running.services.jobs.history and console.dlq_size() == 9
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+async def test_the_console_command_serves_until_sigterm_and_needs_users(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = await make_stack()
+    without_users = await cli("console", "--port", "0", env=stack_env(stack), cwd=tmp_path)
+    without_users.assert_one_line_mistake(2, "DMS_WORKER_CONSOLE_USERS")
+    env = {
+        **stack_env(stack),
+        "DMS_WORKER_CONSOLE_USERS": json.dumps({"olga": {"role": "operator", "token": OPERATOR_TOKEN}}),
+    }
+    process = await start_cli("console", "--port", "0", env=env, cwd=tmp_path)
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+    url = line.split()[1]
+    assert line.startswith("console: http://127.0.0.1:"), line
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "dead-letters") as answer:
+            assert answer.status == 401
+        async with http.get(url + "fleet", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}) as answer:
+            assert answer.status == 200
+    process.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(process.communicate(), 40)
+    assert process.returncode == 0, err.decode()
+    assert OPERATOR_TOKEN not in err.decode()
