@@ -294,7 +294,8 @@ class DeadLetterQueue:
         self, selection: Selection, scan_limit: int = 10_000, full: bool = False, first: int | None = None
     ) -> AsyncIterator[DeadLetter]:
         """The selected dead letters as the scan finds them (``full``: with headers and body), at most
-        ``first`` of them; the queue is left as it was."""
+        ``first`` of them; the queue is left as it was once the caller has read to the end (breaking out
+        early leaves the pass holding its messages until the generator is collected)."""
         now = dt.datetime.now(dt.UTC)
         found = 0
         async with self._pass("scanning", scan_limit) as messages:
@@ -312,10 +313,13 @@ class DeadLetterQueue:
         return [letter async for letter in self.each(selection, scan_limit, full)]
 
     async def find(self, message_id: str, scan_limit: int = 10_000) -> DeadLetter | None:
-        """One dead letter in full, read up to where it sits (the scan stops there)."""
+        """One dead letter in full (the pass describes no other, but reads to the end like any pass)."""
+        found = None
+        # Read to the end, not returned from inside: a generator left suspended would finish its pass
+        # (hand back, in order) only when collected, after the caller went on.
         async for letter in self.each(Selection(message_id=message_id), scan_limit, full=True, first=1):
-            return letter
-        return None
+            found = letter
+        return found
 
     async def replay(
         self,
