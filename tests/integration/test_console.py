@@ -27,6 +27,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 from playwright.async_api import expect as page_expect
 from pydantic import TypeAdapter
+from structlog.testing import capture_logs
 
 from worker.console.app import RunningConsole, running_console
 from worker.console.auth import SESSION_COOKIE
@@ -341,3 +342,26 @@ async def test_the_console_command_serves_until_sigterm_and_needs_users(
     _, err = await asyncio.wait_for(process.communicate(), 40)
     assert process.returncode == 0, err.decode()
     assert OPERATOR_TOKEN not in err.decode()
+
+
+async def test_a_slow_replay_can_be_cancelled_and_writes_one_audit_line(console: Console) -> None:
+    """Cancel stops between two messages: what was not replayed stays in the DLQ (and in the index)."""
+    bearer = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    jobs = console.running.services.jobs
+    async with aiohttp.ClientSession(headers=bearer) as http:
+        with capture_logs() as logs:
+            form = {"scope": "filter", "rate": "2", "tenant": str(TENANT_A)}
+            async with http.post(console.url + "/dead-letters/replay", data=form, allow_redirects=False) as answer:
+                assert answer.status == 303
+                job_path = answer.headers["Location"]
+            job = jobs.get(int(job_path.rsplit("/", 1)[1]))
+            assert job is not None and job.expected == 5
+            await wait_for(lambda: job.done >= 1, what="the first replay")
+            async with http.post(console.url + job_path + "/cancel", allow_redirects=False) as answer:
+                assert answer.status == 303
+            await wait_for(lambda: job.finished, what="the cancel")
+    assert job.state == "cancelled" and 1 <= job.done < 5
+    assert console.dlq_size() == 9 - job.done
+    (audit,) = [line for line in logs if line["event"] == "console_audit"]
+    assert audit["user"] == "olga" and audit["action"] == "replay" and audit["count"] == job.done
+    assert audit["filter"] == {"tenant_id": str(TENANT_A)} and audit["state"] == "cancelled"
