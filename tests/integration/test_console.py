@@ -241,7 +241,8 @@ async def test_the_viewer_sees_no_action_buttons_and_its_posts_are_refused(conso
     )
     assert answer.status == 403 and "viewer role" in await answer.text()
     await pages.goto("/dead-letters/purge?error_code=rate_limited")
-    await pages.shot("viewer purge form")
+    await page_expect(page.locator("#purge-confirm")).to_have_count(0)
+    await page_expect(page.locator("main")).to_contain_text("only an operator can purge")
     answer = await page.request.post(
         f"{console.url}/dead-letters/purge",
         form={"csrf": csrf or "", "error_code": "rate_limited", "confirm": "2"},
