@@ -8,27 +8,24 @@ a page is a secret or file content: a dead letter's ``content_base64`` is replac
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import jinja2
 from aiohttp import web
 
-from worker.console.auth import CSRF_FIELD, SESSION_COOKIE, Gate, User, signed_in
+from worker.console.auth import SESSION_COOKIE, Gate, signed_in
 from worker.console.feed import Fleet, OutcomeFilter, ResultFeed
+from worker.console.forms import FILTER_FIELDS, BadInput, filter_query, selection_from, uuid_field
 from worker.console.index import DeadLetterIndex
 from worker.console.jobs import Jobs
+from worker.console.shown import age, shown_event, shown_headers
 from worker.intake.ownership import shard_ranges
-from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Selection, age_seconds
+from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Selection
 from worker.settings import Settings
 
 PAGE_SIZE = 50
-SECRET_WORDS = ("authorization", "token", "secret", "password", "cookie", "signature")
 
 templates = jinja2.Environment(
     loader=jinja2.PackageLoader("worker.console", "templates"),
@@ -37,17 +34,6 @@ templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-
-
-def age(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
-    """``3 s``, ``4 min``, ``2 h``, ``5 d`` (pure)."""
-    if when is None:
-        return "-"
-    seconds = max(0.0, ((now or dt.datetime.now(dt.UTC)) - when).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{math.floor(seconds / size)} {unit}"
-    return f"{seconds:.0f} s"
 
 
 templates.filters["age"] = age
@@ -79,90 +65,6 @@ def refuse(request: web.Request, status: int, reason: str) -> web.Response:
     if status == 401:
         return render(request, "signin.html", status=401, reason=reason)
     return render(request, "refused.html", status=status, reason=reason)
-
-
-# --- reading forms ---------------------------------------------------------------------------------
-
-
-class BadInput(ValueError):
-    pass
-
-
-def _uuid(value: str, what: str) -> uuid.UUID | None:
-    if not value.strip():
-        return None
-    try:
-        return uuid.UUID(value.strip())
-    except ValueError:
-        raise BadInput(f"{what} {value!r} is not a UUID") from None
-
-
-def _age(value: str, what: str) -> float | None:
-    if not value.strip():
-        return None
-    try:
-        return age_seconds(value)
-    except ValueError:
-        raise BadInput(f"{what} {value!r} is not an age like 90s, 15m, 2h or 1d") from None
-
-
-FILTER_FIELDS = ("error_code", "tenant", "document", "type", "newer_than", "older_than", "text")
-
-
-def selection_from(params: Mapping[str, Any], picked: list[str] | None = None) -> Selection:
-    """The filter form's fields (and picked message ids) as a ``Selection``; ``BadInput`` names a bad field."""
-
-    def text(name: str) -> str:
-        value = params.get(name, "")
-        return value.strip() if isinstance(value, str) else ""
-
-    kind = text("type")
-    if kind and kind not in {"dms.upload", "dms.delete"}:
-        raise BadInput(f"type {kind!r} is neither dms.upload nor dms.delete")
-    return Selection(
-        tenant_id=_uuid(text("tenant"), "tenant"),
-        document_id=_uuid(text("document"), "document"),
-        error_code=text("error_code") or None,
-        older_than_s=_age(text("older_than"), "older than"),
-        newer_than_s=_age(text("newer_than"), "newer than"),
-        command_type=kind or None,
-        text=text("text") or None,
-        message_ids=frozenset(picked) if picked else None,
-    )
-
-
-def filter_query(params: Mapping[str, Any], **changes: Any) -> str:
-    values = {name: params.get(name, "") for name in FILTER_FIELDS} | changes
-    return urlencode({k: v for k, v in values.items() if v})
-
-
-def shown_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A dead letter's headers for the page: secret-looking ones hidden (pure)."""
-    return {
-        key: "(not shown)" if any(word in key.lower() for word in SECRET_WORDS) else value
-        for key, value in (headers or {}).items()
-    }
-
-
-def shown_event(body: Any) -> Any:
-    """The CloudEvent without its content: ``content_base64`` as its length, ``content_url`` without its
-    query or fragment (pure)."""
-    if not isinstance(body, dict):
-        return body
-    event = dict(body)
-    data = event.get("data")
-    if isinstance(data, dict):
-        data = dict(data)
-        if "content_base64" in data:
-            content = data["content_base64"]
-            length = str(content).rsplit("(", 1)[-1].split(" ")[0] if "characters)" in str(content) else len(content)
-            data["content_base64"] = f"(content not shown: {length} characters of base64)"
-        if isinstance(data.get("content_url"), str):
-            parts = urlsplit(data["content_url"])
-            cut = " (query not shown)" if parts.query or parts.fragment else ""
-            data["content_url"] = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) + cut
-        event["data"] = data
-    return event
 
 
 # --- handlers --------------------------------------------------------------------------------------
@@ -235,7 +137,8 @@ class Pages:
             selection = selection_from(request.query)
         except BadInput as problem:
             return self._bad(request, problem)
-        page = max(1, int(request.query.get("page", "1") or 1)) if request.query.get("page", "1").isdigit() else 1
+        page_text = request.query.get("page", "1")
+        page = max(1, int(page_text)) if page_text.isdigit() else 1
         matching = self.s.index.select(selection)
         shown = matching[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         return render(
@@ -375,8 +278,8 @@ class Pages:
         return OutcomeFilter(
             kind=q.get("kind") or None,
             outcome=q.get("outcome") or None,
-            tenant_id=_uuid(q.get("tenant", ""), "tenant"),
-            document_id=_uuid(q.get("document", ""), "document"),
+            tenant_id=uuid_field(q.get("tenant", ""), "tenant"),
+            document_id=uuid_field(q.get("document", ""), "document"),
             error_code=q.get("error_code") or None,
         )
 
@@ -403,7 +306,7 @@ class Pages:
 
     async def document(self, request: web.Request) -> web.StreamResponse:
         try:
-            document = _uuid(request.match_info["document_id"], "document")
+            document = uuid_field(request.match_info["document_id"], "document")
         except BadInput as problem:
             return self._bad(request, problem)
         history = list(reversed(self.s.feed.latest(OutcomeFilter(document_id=document), count=1000)))
@@ -441,6 +344,3 @@ class Pages:
 
     async def fleet_live(self, request: web.Request) -> web.StreamResponse:
         return render(request, "fleet_live.html", **self._fleet_values())
-
-
-__all__ = ["CSRF_FIELD", "Pages", "Services", "User", "refuse"]

@@ -14,9 +14,10 @@ from pydantic import SecretStr
 
 from worker.console.auth import Gate, NoConsoleUsers, User, console_users, same_site
 from worker.console.feed import BUCKET_S, Fleet, OutcomeFilter, ResultFeed
+from worker.console.forms import BadInput, selection_from
 from worker.console.index import KEPT_MESSAGE_LENGTH, DeadLetterIndex, letter_from_event
 from worker.console.jobs import Job, Jobs
-from worker.console.pages import BadInput, age, selection_from, shown_event, shown_headers
+from worker.console.shown import age, shown_event, shown_headers
 from worker.results.dead_letters import DeadLetter, Selection
 from worker.settings import ConsoleUser, Settings
 
