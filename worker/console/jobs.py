@@ -1,6 +1,12 @@
 """Replays and purges as jobs: one at a time, with progress, a rate limit and cancel, and a history that
 follows what became of each replayed command through its result events.
 
+A pass holds the messages it read until it ends, and RabbitMQ closes a channel whose oldest unacked delivery
+is older than its ``consumer_timeout`` (30 minutes by default). So a long job (a slow rate over many dead
+letters) works in passes of at most ``PASS_MAX_S``: each stops replaying then, reads to the end and hands
+back, and the next starts again from the head, skipping what the job has done (a replayed command that
+failed again is in the DLQ once more: it is not replayed twice by the same job).
+
 A job runs ``DeadLetterQueue.replay`` or ``purge``, the code the CLI's ``dlq`` runs: a replayed command is
 republished to the exchange and routing key it first came through (so it lands in its document's shard
 queue, behind that document's earlier commands, and the worker's marker check keeps a repeat from writing
@@ -13,8 +19,10 @@ lines stay in the log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +38,7 @@ from worker.results.following import is_outcome, succeeded
 log = structlog.get_logger(__name__)
 
 HISTORY_KEPT = 100
+PASS_MAX_S = 600.0  # well under RabbitMQ's default consumer_timeout of 30 minutes
 
 
 @dataclass
@@ -49,6 +58,8 @@ class Job:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     cancel_requested: bool = False
+    passes: int = 0
+    taken: set[str] = field(default_factory=set)  # message ids replayed or purged
     outcomes: dict[str, str] = field(default_factory=dict)  # replayed command id -> "" until its outcome
     failed_again: dict[str, str] = field(default_factory=dict)  # command id -> error code
 
@@ -75,22 +86,31 @@ class _JobProgress:
         self._index = index
 
     def start(self, stage: str, total: int | None) -> None:
-        self._job.total = total
+        self._job.total = self._job.scanned + (total or 0)  # across passes
 
     def advance(self, letter: DeadLetter | None = None) -> None:
         self._job.scanned += 1
         if letter is not None:
             self._job.done += 1
             self._index.remove(letter)
+            if letter.message_id:
+                self._job.taken.add(letter.message_id)
             if self._job.kind == "replay" and letter.message_id:
                 self._job.outcomes[letter.message_id] = ""
 
 
 class Jobs:
-    def __init__(self, queue: Callable[[Progress], DeadLetterQueue], index: DeadLetterIndex, scan_limit: int) -> None:
+    def __init__(
+        self,
+        queue: Callable[[Progress], DeadLetterQueue],
+        index: DeadLetterIndex,
+        scan_limit: int,
+        pass_max_s: float = PASS_MAX_S,
+    ) -> None:
         self._queue = queue
         self._index = index
         self._scan_limit = scan_limit
+        self._pass_max_s = pass_max_s
         self._ids = itertools.count(1)
         self.history: deque[Job] = deque(maxlen=HISTORY_KEPT)  # newest first
         self._tasks: set[asyncio.Task[None]] = set()
@@ -118,16 +138,9 @@ class Jobs:
                 self._audit(job)
                 return
             job.state, job.started_at = "running", dt.datetime.now(dt.UTC)
-            dlq = self._queue(_JobProgress(job, self._index))
-
-            def stop() -> bool:
-                return job.cancel_requested
-
             try:
-                if job.kind == "replay":
-                    await dlq.replay(job.selection, rate_per_s=job.rate_per_s, scan_limit=self._scan_limit, stop=stop)
-                else:  # never more than the operator confirmed
-                    await dlq.purge(job.selection, scan_limit=self._scan_limit, limit=job.expected, stop=stop)
+                while await self._pass(job):
+                    pass
                 job.state = "cancelled" if job.cancel_requested else "done"
             except Exception as exc:
                 job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -136,6 +149,22 @@ class Jobs:
                 job.finished_at = dt.datetime.now(dt.UTC)
                 self._audit(job)
         self._index.check_soon()  # a check of the depth, and a pass if something else changed the DLQ
+
+    async def _pass(self, job: Job) -> bool:
+        """One pass of the job; whether another is needed (this one ran out of time)."""
+        dlq = self._queue(_JobProgress(job, self._index))
+        started = time.monotonic()
+        job.passes += 1
+        selection = dataclasses.replace(job.selection, except_ids=frozenset(job.taken) or None)
+
+        def stop() -> bool:
+            return job.cancel_requested or time.monotonic() - started > self._pass_max_s
+
+        if job.kind == "replay":
+            await dlq.replay(selection, rate_per_s=job.rate_per_s, scan_limit=self._scan_limit, stop=stop)
+        else:  # never more than the operator confirmed
+            await dlq.purge(selection, scan_limit=self._scan_limit, limit=job.expected - job.done, stop=stop)
+        return not job.cancel_requested and time.monotonic() - started > self._pass_max_s
 
     @staticmethod
     def _audit(job: Job) -> None:

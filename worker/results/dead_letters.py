@@ -109,6 +109,7 @@ class Selection:
     newer_than_s: float | None = None
     message_id: str | None = None
     message_ids: frozenset[str] | None = None  # a picked set (the console's check boxes)
+    except_ids: frozenset[str] | None = None  # done already (a job's later passes)
     command_type: str | None = None  # dms.upload | dms.delete
     text: str | None = None  # in the error message, ignoring case
 
@@ -119,6 +120,8 @@ class Selection:
         if self.message_id and letter.message_id != self.message_id:
             return False
         if self.message_ids is not None and letter.message_id not in self.message_ids:
+            return False
+        if self.except_ids and letter.message_id in self.except_ids:
             return False
         if self.tenant_id and letter.tenant_id != str(self.tenant_id):
             return False
