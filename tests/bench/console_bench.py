@@ -33,6 +33,7 @@ from tests.bench.worker_bench import cpu_seconds
 from tests.integration.conftest import settings_for
 from tests.integration.dead_letter_fill import fill_dlq
 from worker.amqp import topology
+from worker.amqp.names import members_exchange_name
 from worker.console.app import running_console
 from worker.settings import ConsoleUser, Settings
 
@@ -122,8 +123,18 @@ async def main(count: int, shot: Path | None) -> None:
             replay_cpu = cpu_seconds(broker) - cpu_before if broker and cpu_before is not None else None
             print_table(count, pass_s, pass_cpu, page, filtered, job.done, job.state, replay_s, replay_cpu)
     finally:
-        await topology.delete_all(channel, settings)
         await connection.close()
+        await delete_everything(settings)
+
+
+async def delete_everything(settings: Settings) -> None:
+    """The topology and the membership exchange the console declared, on a connection of its own (one the
+    run used may have been closed under it)."""
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel()
+        await topology.delete_all(channel, settings)
+        await channel.exchange_delete(members_exchange_name(settings.command_queue))
 
 
 def print_table(
