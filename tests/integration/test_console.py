@@ -224,6 +224,15 @@ async def test_purge_asks_for_the_count_and_drops_only_what_was_confirmed(consol
     left = {letter.error_code for letter in console.running.services.index.select(Selection())}
     assert left == {"dms_unavailable", "rate_limited"} and console.dlq_size() == 7
 
+    await pages.goto("/dead-letters?error_code=rate_limited")  # one picked: its own count
+    await page.locator("#letters tbody input[type=checkbox]").first.check()
+    await page.click("#purge-picked")
+    await page_expect(page.locator("#purge-count")).to_have_text("1")
+    await page.fill("#confirm", "1")
+    await page.click("#purge-confirm")
+    await page_expect(page.locator("#job-done")).to_have_text("1", timeout=20_000)
+    assert console.dlq_size() == 6
+
 
 # --- who may do what --------------------------------------------------------------------------------
 

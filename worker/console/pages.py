@@ -188,6 +188,8 @@ class Pages:
         """Asks for the count: a link (GET, a filter) or the list's Purge button (POST: the picked ones too)."""
         params = await request.post() if request.method == "POST" else request.query
         picked = [str(v) for v in params.getall("id", [])] if params.get("scope") != "filter-purge" else []
+        if params.get("scope") == "picked-purge" and not picked:
+            return self._bad(request, BadInput("no dead letters picked: tick some, or purge the whole filter"))
         try:
             selection = selection_from(params, picked or None)
         except BadInput as problem:
