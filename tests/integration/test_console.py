@@ -194,6 +194,10 @@ async def test_an_operator_filters_opens_one_replays_the_filter_and_sees_the_suc
     await page_expect(feed).to_have_count(5)
     shown_ids = {text.strip() for text in await feed.locator("td:last-child").all_inner_texts()}
     assert shown_ids == ids_on(console.made, "dms_unavailable")
+    await feed.first.locator("a").first.click()  # the document's history
+    await page.wait_for_url(re.compile(r"/documents/[0-9a-f-]+$"))
+    await page_expect(page.locator("#history tbody tr.succeeded")).to_contain_text("version 1.0")
+    await pages.shot("document history")
 
     await pages.goto("/fleet")
     await page_expect(page.locator("#replicas tbody tr")).to_have_count(1)
