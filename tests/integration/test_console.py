@@ -316,6 +316,8 @@ async def test_requests_without_credentials_get_401_and_a_post_without_its_csrf_
         async with http.get(console.url + "/fleet", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"}) as answer:
             assert answer.status == 200 and answer.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
+        async with http.post(console.url + "/signin", data={"token": "a guess" * 3}, allow_redirects=False) as answer:
+            assert answer.status == 401 and "lets nobody in" in await answer.text()
         async with http.post(console.url + "/signin", data={"token": OPERATOR_TOKEN}, allow_redirects=False) as answer:
             assert answer.status == 303
             cookie = answer.cookies[SESSION_COOKIE]
@@ -379,6 +381,7 @@ async def test_a_slow_replay_can_be_cancelled_and_writes_one_audit_line(console:
     (audit,) = [line for line in logs if line["event"] == "console_audit"]
     assert audit["user"] == "olga" and audit["action"] == "replay" and audit["count"] == job.done
     assert audit["filter"] == {"tenant_id": str(TENANT_A)} and audit["state"] == "cancelled"
+    assert audit["cancelled_by"] == "olga"
 
 
 async def test_a_long_replay_works_in_passes_and_replays_each_dead_letter_once(console: Console) -> None:

@@ -58,6 +58,7 @@ class Job:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     cancel_requested: bool = False
+    cancelled_by: str | None = None
     passes: int = 0
     taken: set[str] = field(default_factory=set)  # message ids replayed or purged
     outcomes: dict[str, str] = field(default_factory=dict)  # replayed command id -> "" until its outcome
@@ -128,8 +129,9 @@ class Jobs:
         task.add_done_callback(self._tasks.discard)
         return job
 
-    def cancel(self, job: Job) -> None:
-        job.cancel_requested = True
+    def cancel(self, job: Job, user: User) -> None:
+        if not job.finished and not job.cancel_requested:
+            job.cancel_requested, job.cancelled_by = True, user.name
 
     async def _run(self, job: Job) -> None:
         async with self._index.turn:  # after any pass or job before it
@@ -179,6 +181,7 @@ class Jobs:
             state=job.state,
             job=job.id,
             rate_per_s=job.rate_per_s,
+            cancelled_by=job.cancelled_by,
         )
 
     def on_event(self, event: dict[str, Any]) -> None:

@@ -8,11 +8,13 @@ a page is a secret or file content: a dead letter's ``content_base64`` is replac
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import structlog
 from aiohttp import web
 
 from worker.console.auth import SESSION_COOKIE, Gate, signed_in
@@ -26,6 +28,9 @@ from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Selection
 from worker.settings import Settings
 
 PAGE_SIZE = 50
+FAILED_SIGN_IN_DELAY_S = 1.0
+
+log = structlog.get_logger(__name__)
 
 templates = jinja2.Environment(
     loader=jinja2.PackageLoader("worker.console", "templates"),
@@ -115,7 +120,10 @@ class Pages:
         token = form.get("token")
         user = self.s.gate.user_with_token(token) if isinstance(token, str) and token else None
         if user is None:
+            log.warning("console_sign_in_refused", remote=request.remote)
+            await asyncio.sleep(FAILED_SIGN_IN_DELAY_S)  # guessing tokens gets slow
             return render(request, "signin.html", status=401, reason="that token lets nobody in")
+        log.info("console_signed_in", user=user.name, role=user.role, remote=request.remote)
         sid, _ = self.s.gate.open_session(user)
         response = web.HTTPSeeOther("/dead-letters")
         signed_in(response, request, sid)
@@ -270,7 +278,7 @@ class Pages:
 
     async def cancel_job(self, request: web.Request) -> web.StreamResponse:
         job = self._job(request)
-        self.s.jobs.cancel(job)
+        self.s.jobs.cancel(job, request["user"])
         raise web.HTTPSeeOther(f"/jobs/{job.id}")
 
     # outcomes
