@@ -70,7 +70,8 @@ class ResultFeed:
 
     def take(self, event: dict[str, Any], now: float | None = None) -> None:
         self.events.append(event)
-        outcome = str(event.get("type", "")).rsplit(".", 1)[-1]
+        kind = str(event.get("type", ""))
+        outcome = "uploads" if kind == "dms.upload.succeeded" else kind.rsplit(".", 1)[-1]
         bucket = int((time.time() if now is None else now) // BUCKET_S * BUCKET_S)
         if not self._rates or self._rates[-1][0] != bucket:
             self._rates.append((bucket, {}))
@@ -92,13 +93,14 @@ class ResultFeed:
         return found
 
     def rates(self, now: float | None = None) -> list[tuple[int, float, float]]:
-        """(bucket start, succeeded/s, failed/s) for each of the last ``BUCKETS`` buckets, oldest first."""
+        """(bucket start, uploads written/s, commands failed/s) for each of the last ``BUCKETS`` buckets, oldest
+        first (a delete's success counts in neither)."""
         end = int((time.time() if now is None else now) // BUCKET_S * BUCKET_S)
         by_start = dict(self._rates)
         series = []
         for start in range(end - (BUCKETS - 1) * BUCKET_S, end + 1, BUCKET_S):
             counts = by_start.get(start, {})
-            series.append((start, counts.get("succeeded", 0) / BUCKET_S, counts.get("failed", 0) / BUCKET_S))
+            series.append((start, counts.get("uploads", 0) / BUCKET_S, counts.get("failed", 0) / BUCKET_S))
         return series
 
     async def follow(self, channel: AbstractChannel, exchange: str) -> None:

@@ -253,7 +253,8 @@ class TestFeedAndFleet:
         assert len(feed.latest(OutcomeFilter(outcome="failed"))) == 1
         assert len(feed.latest(OutcomeFilter(kind="upload", tenant_id=TENANT))) == 21
         assert feed.latest(OutcomeFilter(error_code="rate_limited")) == []
-        assert feed.rates(now=now)[-1][1:] == (20 / BUCKET_S, 1 / BUCKET_S) and len(heard) == 21
+        feed.take({"type": "dms.delete.succeeded", "data": {}}, now=now)  # neither an upload nor a failure
+        assert feed.rates(now=now)[-1][1:] == (20 / BUCKET_S, 1 / BUCKET_S) and len(heard) == 22
 
     def test_replicas_from_heartbeats(self) -> None:
         fleet = Fleet(heartbeat_s=10)
