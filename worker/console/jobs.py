@@ -148,6 +148,8 @@ class Jobs:
                 job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
                 log.warning("console_job_failed", job=job.id, kind=job.kind, error=job.error)
             finally:
+                if not job.finished:  # cancelled outright (shutdown)
+                    job.state = "cancelled"
                 job.finished_at = dt.datetime.now(dt.UTC)
                 self._audit(job)
         self._index.check_soon()  # a check of the depth, and a pass if something else changed the DLQ
@@ -202,7 +204,16 @@ class Jobs:
                     job.failed_again[command_id] = str(error.get("code")) if isinstance(error, dict) else "?"
                 return
 
-    async def stop(self) -> None:
+    async def stop(self, within_s: float = 10.0) -> None:
+        """Cancels every job between two messages; one still waiting for a confirm after ``within_s`` (the
+        broker away) is cancelled outright: its message stays in the DLQ, and if its copy did reach the
+        command exchange, the worker's marker check absorbs the repeat when it is replayed again."""
         for job in self.history:
-            job.cancel_requested = True
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            if not job.finished:
+                job.cancel_requested, job.cancelled_by = True, job.cancelled_by or "shutdown"
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=within_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
