@@ -8,7 +8,9 @@
 #                                           check that the tests leave it as they found it)
 # What `test` does to the machine: installs RabbitMQ with apt if missing and starts it (127.0.0.1:5672),
 # enables its rabbitmq_sharding plugin, installs Debian's prometheus package for promtool (the server is not
-# started) and Debian's chromium and chromium-driver (the console's browser tests), and starts throwaway RabbitMQ nodes of its own on 5681-5683 and 5691 for the broker-fault tests.
+# started), iproute2 and nftables for the network-fault tests (which make network namespaces of their own and
+# never touch another address), Debian's chromium and chromium-driver for the console's browser tests, and
+# starts throwaway RabbitMQ nodes of its own on 5681-5683 and 5691 for the broker-fault tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,6 +92,15 @@ ensure_chromium() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 }
 
+# The network-fault tests (tests/integration/netns.py) make namespaces with iproute2 and cut links with nftables.
+ensure_network_tools() {
+  command -v ip >/dev/null 2>&1 && command -v nft >/dev/null 2>&1 && return 0
+  echo "installing iproute2 and nftables with apt (for the network-fault tests)" >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 nftables >/dev/null; } ||
+    echo "could not install iproute2/nftables: the network-fault tests will say what is missing" >&2
+}
+
 run_checks() {
   echo "check: ruff check, ruff format --check, mypy, promtool (alert rules)" >&2
   .venv/bin/ruff check .
@@ -111,6 +122,7 @@ case "$cmd" in
     ensure_venv
     run_checks
     ensure_rabbitmq
+    ensure_network_tools
     ensure_chromium
     exec .venv/bin/python -m pytest "$@"
     ;;

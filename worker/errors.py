@@ -27,6 +27,8 @@ the split into ack / retry / dead-letter, in that one place.
 
 from __future__ import annotations
 
+import asyncio
+
 
 class WorkerError(Exception):
     """Base of every error the worker reports in a result event."""
@@ -48,13 +50,19 @@ class PermanentError(WorkerError):
 
 
 class TransientError(WorkerError):
-    """The same command may succeed later: network, DMS 5xx/429, token trouble, broker loss."""
+    """The same command may succeed later: network, DMS 5xx/429, token trouble, broker loss.
+
+    ``retry_sooner``: an event that ends the retry backoff early when set (DMS answering again after an
+    outage, see ``worker.dms.reachability``)."""
 
     code = "transient_error"
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, retry_sooner: asyncio.Event | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.retry_sooner = retry_sooner
 
 
 # -- permanent -------------------------------------------------------------------------------------

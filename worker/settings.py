@@ -108,8 +108,13 @@ class Settings(BaseSettings):
     destination: Destination | None = None
     tenant_destinations: dict[uuid.UUID, Destination] = Field(default_factory=dict)
     dms_timeout_s: float = 60.0
+    # A DMS connection whose sent bytes stay unacknowledged this long is dropped (worker.dms.stalls).
+    dms_stall_timeout_s: float = Field(default=10.0, gt=0)
     dms_connections: int = 64
     user_agent: str = "dms-upload-worker/0.1"
+    # Sent as X-EcmUserEnc on CMIS calls: DMS records it as the owner of the worker's checkouts, so the worker
+    # cancels a working copy left by an attempt of its own and waits for anyone else's (README, "Guarantees").
+    dms_user: str = Field(default="dms-upload-worker", min_length=1)
 
     # SAP BTP: service bindings and the Destination service, after the DMS destinations above (README,
     # "Running on SAP BTP"). The two binding variables are the platforms' own names, without our prefix.

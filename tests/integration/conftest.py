@@ -138,10 +138,13 @@ async def open_stack(
     destination: bool = True,
     tls: EmulatorTls | None = None,
     settings_from: Callable[[RunningEmulator], dict[str, Any]] | None = None,
+    emulator: RunningEmulator | None = None,
     **overrides: Any,
 ) -> Stack:
-    """A running stack whose parts ``exits`` closes (the topology deleted): for the fixture and benchmarks."""
-    emulator = await exits.enter_async_context(serve_emulator(emulator_config or EmulatorConfig(), tls=tls))
+    """A running stack whose parts ``exits`` closes (the topology deleted): for the fixture and benchmarks.
+    ``emulator``: one already running (behind a network namespace, say) instead of a fresh one."""
+    if emulator is None:
+        emulator = await exits.enter_async_context(serve_emulator(emulator_config or EmulatorConfig(), tls=tls))
     if settings_from is not None:
         overrides.update(settings_from(emulator))
     if destination:

@@ -248,6 +248,34 @@ async def test_scripted_faults_503_429_and_dropped_connections(api: Api) -> None
     assert (await api.create_doc(repo_id, "a"))[0] == 201
 
 
+async def test_a_lost_answer_is_worked_on_and_then_cut_off(api: Api) -> None:
+    """``lose_answer`` is the fault ``drop`` is not: DMS applies the write, the client sees only a broken
+    connection (the same error a drop gives), and the write is there when looked at again."""
+    await api.http.post(
+        api.base + "_emulator/faults",
+        json={"scripted": [{"kind": "lose_answer", "path_prefix": "/rest/v2/repositories"}]},
+    )
+    with pytest.raises(aiohttp.ClientError):
+        await api.create_repo(external_id="lost-answer")
+    async with api.http.get(api.base + "rest/v2/repositories", headers=api.auth) as response:
+        listed = (await response.json())["repoAndConnectionInfos"]
+    listed = listed if isinstance(listed, list) else [listed]
+    repo_id = next(r["repository"]["id"] for r in listed if r["repository"].get("externalId") == "lost-answer")
+    await api.http.post(
+        api.base + "_emulator/faults",
+        json={"scripted": [{"kind": "lose_answer", "path_prefix": "/browser", "action": "createDocument"}]},
+    )
+    with pytest.raises(aiohttp.ClientError):
+        await api.create_doc(repo_id, "kept")
+    status, body = await api.create_doc(repo_id, "kept")
+    assert status == 409 and body["exception"] == "nameConstraintViolation"  # the lost one was written
+    await api.http.post(api.base + "_emulator/faults", json={"lose_answer_rate": 1.0})
+    with pytest.raises(aiohttp.ClientError):
+        await api.create_doc(repo_id, "by-rate")
+    await api.http.delete(api.base + "_emulator/faults")
+    assert (await api.create_doc(repo_id, "by-rate"))[0] == 409
+
+
 async def test_latency_and_error_rate_are_switchable_at_runtime(api: Api) -> None:
     await api.http.post(
         api.base + "_emulator/faults", json={"latency_ms": 100, "error_rate": 1.0, "error_statuses": [502]}
@@ -267,6 +295,7 @@ NO_FAULTS = {
     "rate_limit_rate": 0.0,
     "retry_after": 1,
     "drop_rate": 0.0,
+    "lose_answer_rate": 0.0,
     "scripted": [],
     "seed": None,
 }

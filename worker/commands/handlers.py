@@ -23,7 +23,7 @@ from worker.commands.spool import InlineContent, Spool, UploadContent
 from worker.contracts import DeleteCommand, DeleteSucceededData, UploadCommand, UploadSucceededData
 from worker.dms.protocol import Content, DmsApi, DocumentVersion, RepositoryRef
 from worker.dms.repositories import TenantRepositories
-from worker.errors import DmsRejected, DocumentLocked, NameConflict
+from worker.errors import DmsRejected, DocumentLocked, NameConflict, VersionLimitReached
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -194,7 +194,9 @@ class Handlers:
         A first version is one createDocument (1.0). A later one is checkOut + checkIn(major), with the
         content sent once. What this replica knows of the document spares the lookup; without that
         knowledge, one getAllVersions by path says whether the document exists, which version is the latest
-        and which command wrote each version (the marker every version carries)."""
+        and which command wrote each version (the marker every version carries). A refusal that can come
+        from a remembered view gone stale (an answer lost on the network, a change made by someone else)
+        is checked against DMS at once: looked up, and written from what DMS says."""
         name = str(key[1])
         marker = command_marker(delivery.source, delivery.command_id)
         body: Content = content.data if isinstance(content, InlineContent) else content  # bytes: one write
@@ -208,23 +210,47 @@ class Handlers:
                 with contextlib.suppress(NameConflict):
                     created = await dms.create_document(repo, name, file_name, mime, body, marker)
                     return self._remember_written(key, KnownDocument(delivery.shard, None), marker, created)
+            looked_up = known is None
             if known is None:
                 known = await self._look_up(dms, repo, key, delivery.shard)
-            earlier = known.written_by.get(marker) if known else None
-            if earlier is not None:
-                log.info("version_already_written", object_id=earlier.object_id, version_label=earlier.version_label)
-                return earlier
-            if known is None or known.latest is None:
+            while True:
                 try:
-                    created = await dms.create_document(repo, name, file_name, mime, body, marker)
-                except NameConflict as exc:  # written by someone else a moment ago: look again next attempt
-                    raise DocumentLocked(f"document {name} appeared while being created; will retry") from exc
-                return self._remember_written(key, known or KnownDocument(delivery.shard, None), marker, created)
-            version = await self._new_major_version(dms, repo, known.latest, file_name, mime, body, marker, delivery)
-            return self._remember_written(key, known, marker, version)
+                    return await self._write_on(dms, repo, key, known, file_name, mime, body, marker, delivery)
+                except (DmsRejected, DocumentLocked) as exc:
+                    if looked_up or not _may_come_from_a_stale_view(exc):
+                        raise
+                log.info("dms_view_stale_looking_again", document_id=name)
+                self._known.forget(key)
+                known, looked_up = await self._look_up(dms, repo, key, delivery.shard), True
         except BaseException:
             self._known.forget(key)  # DMS may have changed in a way we did not see
             raise
+
+    async def _write_on(
+        self,
+        dms: DmsApi,
+        repo: RepositoryRef,
+        key: DocumentKey,
+        known: KnownDocument | None,
+        file_name: str,
+        mime: str,
+        body: Content,
+        marker: str,
+        delivery: Delivery,
+    ) -> DocumentVersion:
+        """The write, given a view of the document (None: DMS has no such document)."""
+        earlier = known.written_by.get(marker) if known else None
+        if earlier is not None:
+            log.info("version_already_written", object_id=earlier.object_id, version_label=earlier.version_label)
+            return earlier
+        if known is None or known.latest is None:
+            try:
+                created = await dms.create_document(repo, str(key[1]), file_name, mime, body, marker)
+            except NameConflict as exc:  # written by someone else a moment ago: look again next attempt
+                raise DocumentLocked(f"document {key[1]} appeared while being created; will retry") from exc
+            return self._remember_written(key, known or KnownDocument(delivery.shard, None), marker, created)
+        version = await self._new_major_version(dms, repo, known.latest, file_name, mime, body, marker)
+        return self._remember_written(key, known, marker, version)
 
     async def _look_up(
         self, dms: DmsApi, repo: RepositoryRef, key: DocumentKey, shard: int | None
@@ -244,8 +270,8 @@ class Handlers:
         self._known.remember(key, known)
         return version
 
-    @staticmethod
     async def _new_major_version(
+        self,
         dms: DmsApi,
         repo: RepositoryRef,
         latest: DocumentVersion,
@@ -253,13 +279,21 @@ class Handlers:
         mime: str,
         content: Content,
         marker: str,
-        delivery: Delivery,
     ) -> DocumentVersion:
-        if latest.checked_out_id and delivery.may_have_written:
-            # A working copy left behind by a crashed attempt of ours: cancel it first.
-            log.warning("cancelling_stale_checkout", pwc_id=latest.checked_out_id)
+        if latest.checked_out_id:
+            if latest.checked_out_by != self._settings.dms_user:
+                # A person or another application holds it: theirs to check in or cancel, never ours.
+                raise DocumentLocked("the document is checked out in DMS by another user; waiting for its check-in")
+            # Ours: left by an attempt that crashed or lost its answer. Only one command of a document runs at
+            # a time in the whole fleet (the shard's owner), so no attempt of ours is still using it.
+            log.warning("cancelling_own_stale_checkout", pwc_id=latest.checked_out_id)
             await dms.cancel_check_out(repo, latest.checked_out_id)
-        pwc_id = await dms.check_out(repo, latest.object_id)
+        try:
+            pwc_id = await dms.check_out(repo, latest.object_id)
+        except DmsRejected as exc:
+            if exc.status == 404:  # gone since it was looked at (a delete, or a view gone stale): look again
+                raise DocumentLocked(f"{exc.message}; the document changed while being written, will retry") from exc
+            raise
         try:
             return await dms.check_in(repo, pwc_id, file_name, mime, content, marker, marker)
         except BaseException as exc:
@@ -270,3 +304,10 @@ class Handlers:
             if isinstance(exc, DmsRejected) and exc.status in {404, 409} and exc.exception != "constraint":
                 raise DocumentLocked(f"check-in conflicted ({exc.message}); will retry") from exc
             raise
+
+
+def _may_come_from_a_stale_view(error: DmsRejected | DocumentLocked) -> bool:
+    """A refusal a remembered view explains: the object is gone (404), checked out, or already exists (409)."""
+    if isinstance(error, DocumentLocked):
+        return True
+    return error.status in {404, 409} and not isinstance(error, VersionLimitReached)

@@ -23,6 +23,7 @@ from worker import tracing
 from worker.dms.credentials import Credentials
 from worker.dms.http_errors import error_for
 from worker.dms.protocol import Content, DestinationRef, DocumentVersion, RepositoryRef
+from worker.dms.reachability import Reachability
 from worker.errors import DmsRejected, DmsUnavailable, TokenRejected
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 SINGLE_WRITE_LIMIT = 256 * 1024  # larger contents are streamed from the form rather than copied once more
 # A request carrying content gets this much longer than DMS_TIMEOUT_S: a 400 MB body needs time to go out.
 SLOWEST_UPLOAD_BYTES_PER_S = 1024 * 1024
+PROBE_TIMEOUT_S = 3.0
+PROBE_HEADERS = {"Connection": "close"}  # never a pooled connection that may be the one hanging
 # (operation, status, seconds, request body bytes); status 0 = no answer
 RequestObserver = Callable[[str, int, float, int], None]
 
@@ -46,6 +49,7 @@ def _version(body: dict[str, Any]) -> DocumentVersion:
         checkin_comment=props.get("cmis:checkinComment"),
         checked_out_id=props.get("cmis:versionSeriesCheckedOutId"),
         description=props.get("cmis:description"),
+        checked_out_by=props.get("cmis:versionSeriesCheckedOutBy"),
     )
 
 
@@ -61,11 +65,17 @@ class DmsClient:
         credentials: Credentials,
         timeout_s: float = 60.0,
         observe: RequestObserver | None = None,
+        user: str | None = None,
     ) -> None:
         self._session = session
         self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._observe = observe
+        # DMS's user propagation header on every CMIS call: DMS records this name as the owner of the
+        # worker's working copies (cmis:versionSeriesCheckedOutBy), which tells them from anyone else's.
+        self._user_headers = {"X-EcmUserEnc": user} if user else {}
+        self.reachability = Reachability(self._probe)
+        self._base_url = ""  # the destination's URL as last resolved: what the probe asks
 
     @property
     def destination(self) -> DestinationRef:
@@ -232,7 +242,13 @@ class DmsClient:
         if body_size > SINGLE_WRITE_LIMIT and timeout.total is not None:
             timeout = aiohttp.ClientTimeout(total=timeout.total + body_size / SLOWEST_UPLOAD_BYTES_PER_S)
         for attempt in (1, 2):
+            if (back := self.reachability.down()) is not None:  # no use hanging on a link that is gone
+                raise DmsUnavailable(
+                    f"DMS {operation} not tried: DMS has not answered for {self.reachability.down_for_s():.0f} s",
+                    retry_sooner=back,
+                )
             destination, token = await self._credentials.resolve()
+            self._base_url = destination.url
             url = destination.url + path
             started = time.perf_counter()
             try:
@@ -249,12 +265,14 @@ class DmsClient:
                         headers={
                             "Authorization": f"Bearer {token}",
                             "Accept": "application/json",
+                            **(self._user_headers if path.startswith("browser/") else {}),
                             **tracing.current_fields(),
                         },
                         timeout=timeout,
                     ) as response,
                 ):
                     status = response.status
+                    self.reachability.answered()
                     span.set_attribute("http.response.status_code", status)
                     self._record(operation, status, started, body_size)
                     if status == 401:
@@ -274,8 +292,22 @@ class DmsClient:
                     raise error_for(operation, status, body, response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._record(operation, 0, started, body_size)
-                raise DmsUnavailable(f"DMS {operation} failed: {type(exc).__name__}") from exc
+                if not isinstance(exc, aiohttp.ClientResponseError):  # no answer at all
+                    self.reachability.no_answer()
+                raise DmsUnavailable(
+                    f"DMS {operation} failed: {type(exc).__name__}", retry_sooner=self.reachability.back()
+                ) from exc
         raise AssertionError("unreachable")
+
+    async def _probe(self) -> None:
+        """Any HTTP answer from DMS, on a connection of its own (raises on none)."""
+        async with self._session.get(
+            self._base_url + "browser", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S), headers=PROBE_HEADERS
+        ) as response:
+            await response.read()
+
+    async def close(self) -> None:
+        await self.reachability.close()
 
     def _record(self, operation: str, status: int, started: float, body_size: int) -> None:
         if self._observe is not None:

@@ -28,6 +28,7 @@ class DocumentVersion:
     checkin_comment: str | None
     checked_out_id: str | None
     description: str | None = None
+    checked_out_by: str | None = None  # cmis:versionSeriesCheckedOutBy: who holds the working copy, if any
 
     @property
     def is_working_copy(self) -> bool:

@@ -39,7 +39,7 @@ from worker.amqp.routing import tenant_of_routing_key
 from worker.commands.handlers import Delivery
 from worker.commands.parsing import command_from_json, decode_body, ids_from_json, max_body_bytes
 from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
-from worker.errors import InternalError, InvalidCommand, WorkerError
+from worker.errors import InternalError, InvalidCommand, TransientError, WorkerError
 from worker.intake.dispatcher import Withdrawn
 from worker.intake.envelope import check_envelope
 from worker.results import policy
@@ -50,7 +50,8 @@ from worker.settings import Settings
 log = structlog.get_logger(__name__)
 
 Result = UploadSucceededData | DeleteSucceededData
-Park = Callable[[float], Awaitable[None]]  # sleeps a retry backoff without holding a place; may raise Withdrawn
+# Sleeps a retry backoff without holding a place (ended early when the event, if any, is set); may raise Withdrawn.
+Park = Callable[[float, asyncio.Event | None], Awaitable[None]]
 
 
 class CommandHandlers(Protocol):
@@ -214,7 +215,7 @@ class CommandConsumer:
                 self._settings.event_source, command_id, incoming.ids, error, attempt, decision.delay_ms
             )
             await self._publisher.notify(notice)  # producers and publish --wait show "retrying, next in ..."
-            await park(decision.delay_ms / 1000)
+            await park(decision.delay_ms / 1000, error.retry_sooner if isinstance(error, TransientError) else None)
             if delivery_lost(message):  # no use trying again: the broker delivers it again, in order
                 raise Withdrawn
             attempt += 1

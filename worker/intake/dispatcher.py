@@ -35,6 +35,7 @@ of that channel to the head of the queue in delivery order (``shard_consumers`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 from collections import deque
@@ -71,7 +72,7 @@ class Held(Generic[T]):
     state: State = State.WAITING
     withdrawn: bool = False
     _turn: asyncio.Future[None] | None = field(default=None, repr=False)
-    _sleep: asyncio.Task[None] | None = field(default=None, repr=False)
+    _sleep: asyncio.Future[None] | None = field(default=None, repr=False)
 
 
 class Dispatcher(Generic[T]):
@@ -145,16 +146,16 @@ class Dispatcher(Generic[T]):
                 self._make_runnable(held)
         self.wake()
 
-    async def park(self, held: Held[T], delay_s: float) -> None:
-        """For a running command: sleep ``delay_s`` without taking a place, then wait for its turn again.
-        Raises ``Withdrawn`` if its queue is given back meanwhile (or already was)."""
+    async def park(self, held: Held[T], delay_s: float, sooner: asyncio.Event | None = None) -> None:
+        """For a running command: sleep ``delay_s`` (or until ``sooner`` is set) without taking a place, then
+        wait for its turn again. Raises ``Withdrawn`` if its queue is given back meanwhile (or already was)."""
         if held.withdrawn:
             raise Withdrawn
         self._stop_running(held)
         held.state = State.PARKED
         self.parked += 1
         self.wake()  # its place goes to the next runnable command
-        held._sleep = asyncio.ensure_future(asyncio.sleep(delay_s))
+        held._sleep = asyncio.ensure_future(_backoff(delay_s, sooner))
         try:
             await held._sleep
         except asyncio.CancelledError:
@@ -265,6 +266,14 @@ class Dispatcher(Generic[T]):
             del self._documents[held.document]
         elif was_head and line[0].state is State.WAITING:
             self._make_runnable(line[0])
+
+
+async def _backoff(delay_s: float, sooner: asyncio.Event | None) -> None:
+    if sooner is None:
+        await asyncio.sleep(delay_s)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(sooner.wait(), delay_s)
 
 
 def _waits_for_a_place(held: Held[T]) -> bool:

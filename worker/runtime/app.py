@@ -30,6 +30,7 @@ from worker.dms.destinations import (
     readiness_target,
 )
 from worker.dms.repositories import TenantRepositories
+from worker.dms.stalls import stall_detecting
 from worker.dms.tls import trust_context
 from worker.dms.tokens import TokenCache
 from worker.errors import UnknownTenant
@@ -107,9 +108,15 @@ class DmsClients:
                 credentials = LookedUpCredentials(choice, self.destination_service, self._tokens)
             else:
                 credentials = ConfiguredCredentials(choice, self._tokens)
-            client = DmsClient(self._session, credentials, self._settings.dms_timeout_s, self._observe)
+            client = DmsClient(
+                self._session, credentials, self._settings.dms_timeout_s, self._observe, self._settings.dms_user
+            )
             self._clients[choice] = client
         return client
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
 
     async def check_ready(self) -> None:
         """Readiness: a destination can be resolved and a token had for it (the default one, else a tenant's)."""
@@ -156,7 +163,11 @@ class Worker:
         # First: a spool directory that is not writable is a configuration mistake, said before anything else.
         self.spool = Spool.open(s.spool_dir)
         self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.dms_connections, ssl=trust_context(s.ca_bundle)),
+            connector=aiohttp.TCPConnector(
+                limit=s.dms_connections,
+                ssl=trust_context(s.ca_bundle),
+                socket_factory=stall_detecting(s.dms_stall_timeout_s),
+            ),
             headers={"User-Agent": s.user_agent},
         )
         self.tokens = TokenCache(
@@ -255,6 +266,8 @@ class Worker:
             await self._health.cleanup()
         if self.connection is not None:
             await self.connection.close()
+        if self.dms_clients is not None:
+            await self.dms_clients.close()  # their probes of an unreachable DMS
         if self.http is not None:
             await self.http.close()
         if self.spool is not None:

@@ -13,7 +13,7 @@ from worker.commands.handlers import Delivery, Handlers
 from worker.commands.known_documents import command_marker
 from worker.dms.protocol import DmsApi, DocumentVersion, RepositoryRef
 from worker.dms.repositories import TenantRepositories
-from worker.errors import DmsUnavailable, FileTooLarge, NameConflict, UnknownTenant
+from worker.errors import DmsRejected, DmsUnavailable, DocumentLocked, FileTooLarge, NameConflict, UnknownTenant
 from worker.producer import delete_command, upload_command
 from worker.settings import Settings
 
@@ -60,6 +60,8 @@ class FakeDms:
 
     async def check_out(self, repo, object_id: str) -> str:
         self.calls.append("checkOut")
+        if all(v.object_id != object_id for v in self.docs.get(object_id.rsplit("-", 1)[0], [])):
+            raise DmsRejected(f"DMS checkOut answered 404 objectNotFound: {object_id}", 404, "objectNotFound")
         return object_id + "-pwc"
 
     async def check_in(self, repo, pwc_id, file_name, mime, content, comment, description=None) -> DocumentVersion:
@@ -255,3 +257,33 @@ async def test_a_refused_upload_makes_no_dms_call(handlers: Handlers, dms: FakeD
             upload_command(TENANT, uuid.uuid4(), "a.txt", "text/plain", b"x" * 2000), Delivery("c0", 1, False)
         )
     assert dms.calls == []
+
+
+async def test_a_refusal_its_remembered_view_explains_is_checked_against_dms_at_once(
+    handlers: Handlers, dms: FakeDms
+) -> None:
+    """The replica remembers version 1.0; meanwhile the document went away in DMS (someone deleted it, or a
+    delete's answer was lost). checkOut answers 404: not a permanent failure on a stale view, but a fresh look
+    (the document is gone) and a first version written in the same attempt."""
+    doc = uuid.uuid4()
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), delivery("c1"))
+    del dms.docs[str(doc)]
+    dms.calls.clear()
+    result = await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"two"), delivery("c2"))
+    assert result.version_label == "1.0"
+    assert dms.calls == ["checkOut", "getAllVersions", "createDocument"]
+
+
+async def test_a_404_on_a_view_just_read_from_dms_is_retried_not_failed(handlers: Handlers, dms: FakeDms) -> None:
+    doc = uuid.uuid4()
+    await handlers.handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"one"), delivery("c1"))
+    real = dms.versions_by_name
+
+    async def deleted_right_after_the_look(repo, name):  # the document goes between the look and the checkOut
+        found = await real(repo, name)
+        dms.docs.pop(name, None)
+        return found
+
+    dms.versions_by_name = deleted_right_after_the_look  # type: ignore[method-assign]
+    with pytest.raises(DocumentLocked):  # transient: the next attempt looks again
+        await fresh(handlers).handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", b"two"), delivery("c2"))

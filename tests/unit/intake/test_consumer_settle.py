@@ -165,7 +165,7 @@ def rig(
 
 
 async def settle(r: Rig, parked: list[float] | None = None) -> Ending:
-    async def park(delay_s: float) -> None:  # the dispatcher's park, without the dispatcher
+    async def park(delay_s: float, sooner: asyncio.Event | None) -> None:  # the dispatcher's, without it
         if parked is not None:
             parked.append(delay_s)
         await asyncio.sleep(delay_s)
@@ -284,7 +284,7 @@ class TestSettle:
     async def test_a_withdrawn_queue_ends_a_parked_command_unsettled(self) -> None:
         r = rig(fail_with(DmsUnavailable("503")))
 
-        async def withdrawn(_delay_s: float) -> None:
+        async def withdrawn(_delay_s: float, _sooner: asyncio.Event | None) -> None:
             raise Withdrawn
 
         assert await r.consumer.run(r.consumer.read(r.message), withdrawn) is Ending.WITHDRAWN  # type: ignore[arg-type]

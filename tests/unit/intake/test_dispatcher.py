@@ -80,6 +80,18 @@ class TestLimit:
         r.finish("X1")
         assert r.started == ["X1", "Y1", "X2"]  # X2 before Z1: it arrived first
 
+    async def test_a_backoff_ends_early_when_its_event_is_set(self) -> None:
+        """A transient error may carry an event (DMS answering again): the backoff ends there, not later."""
+        r = Rig(limit=1)
+        r.offer("X1")
+        back = asyncio.Event()
+        parked = asyncio.create_task(r.dispatcher.park(r.held["X1"], 3600, back))
+        await asyncio.sleep(0.01)
+        assert not parked.done() and r.dispatcher.parked == 1
+        back.set()
+        await asyncio.wait_for(parked, 1)
+        assert r.held["X1"].state is State.RUNNING
+
     def test_a_lost_delivery_is_dropped_without_taking_a_place(self) -> None:
         r = Rig(limit=1, lost={"X1"})
         r.offer("X1")

@@ -26,12 +26,15 @@ DELETE /_emulator/faults clears every fault, and GET /_emulator/faults shows the
   error_rate       share of requests answered with an error (0..1), status drawn from
   error_statuses   e.g. [500, 502, 503]
   rate_limit_rate  share of requests answered 429 with Retry-After: retry_after (s)
-  drop_rate        share of requests whose connection is dropped without an answer
+  drop_rate        share of requests whose connection is dropped without an answer (not worked on)
+  lose_answer_rate share of requests worked on (a write takes effect) whose answer is then lost
   seed             seeds the random draws, so a run repeats
   scripted         a list of faults that fire a fixed number of times, each:
-                   {"kind": "status" | "drop" | "rate_limit", "times": 1, "status": 503,
-                    "retry_after": 1, "path_prefix": "/", "action": null}
-                   (action matches cmisaction=... in a form or cmisselector=... in a query)
+                   {"kind": "status" | "drop" | "lose_answer" | "rate_limit", "times": 1,
+                    "status": 503, "retry_after": 1, "path_prefix": "/", "action": null, "name": null,
+                    "method": null}
+                   (action matches cmisaction=... in a form or cmisselector=... in a query; name
+                   the cmis:name of a browser-binding POST)
 Example: --faults '{"latency_ms": 50, "scripted": [{"kind": "status", "status": 503, "times": 2,
          "path_prefix": "/browser", "action": "createDocument"}]}'
 Also: POST /_emulator/tokens/revoke, GET /_emulator/stats, PUT|DELETE /_emulator/destinations/{name}.

@@ -14,7 +14,7 @@ from worker.testing.emulator.admin import AdminApi
 from worker.testing.emulator.base import EmulatorConfig
 from worker.testing.emulator.browser import BrowserApi
 from worker.testing.emulator.destinations import FIND_PREFIX, DestinationServiceApi
-from worker.testing.emulator.faults import InjectedFault, fault_response
+from worker.testing.emulator.faults import LOSES_ANSWER, InjectedFault, fault_response
 from worker.testing.emulator.store import AdminFault, CmisFault
 
 __all__ = ["CONTROL_PREFIX", "Emulator", "EmulatorConfig"]
@@ -71,19 +71,23 @@ class Emulator(AdminApi, BrowserApi, DestinationServiceApi):
     async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # POSTs to the browser binding pick their fault once the form (and its cmisaction) is read.
         if not (request.method == "POST" and request.path.startswith("/browser")):
-            fault = self.faults.pick(request.path, request.query.get("cmisselector"))
-            if fault is not None:
+            fault = self.faults.pick(request.path, request.query.get("cmisselector"), method=request.method)
+            if fault is not None and fault.kind == LOSES_ANSWER:
+                request[LOSES_ANSWER] = fault
+            elif fault is not None:
                 return fault_response(request, fault)
         try:
             response = await handler(request)
         except CmisFault as fault:
-            return web.json_response({"exception": fault.exception, "message": fault.message}, status=fault.status)
+            response = web.json_response({"exception": fault.exception, "message": fault.message}, status=fault.status)
         except AdminFault as fault:
-            return web.json_response({"message": fault.message}, status=fault.status)
+            response = web.json_response({"message": fault.message}, status=fault.status)
         except InjectedFault as injected:
             return fault_response(request, injected.fault)
         if request.method in {"POST", "DELETE"} and self.config.data_dir and response.status < 400:
             persistence.save(self.state, self.config.data_dir)
+        if (lost := request.get(LOSES_ANSWER)) is not None:
+            return fault_response(request, lost)  # worked on, and the answer never leaves
         return response
 
     # -- OAuth -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from aiohttp import web
 from worker.testing.emulator import cmis_json, query
 from worker.testing.emulator.base import EmulatorBase
 from worker.testing.emulator.content import Upload
-from worker.testing.emulator.faults import InjectedFault
+from worker.testing.emulator.faults import LOSES_ANSWER, InjectedFault
 from worker.testing.emulator.forms import CmisForm, read_form
 from worker.testing.emulator.store import CmisFault, Repository
 
@@ -37,9 +37,12 @@ class BrowserApi(EmulatorBase):
         repo = self._cmis_repo(request)
         form = await read_form(request, self.state.max_content_size, self.state.content.upload_dir())
         action = (form.get("cmisaction") or "").lower()
-        if fault := self.faults.pick(request.path, action, form.properties().get("cmis:name")):
-            form.discard()
-            raise InjectedFault(fault)
+        if fault := self.faults.pick(request.path, action, form.properties().get("cmis:name"), request.method):
+            if fault.kind == LOSES_ANSWER:
+                request[LOSES_ANSWER] = fault  # worked on as usual; the middleware loses the answer
+            else:
+                form.discard()
+                raise InjectedFault(fault)
         return repo, form, action
 
     async def repository_post(self, request: web.Request) -> web.StreamResponse:

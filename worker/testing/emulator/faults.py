@@ -1,4 +1,8 @@
-"""Fault injection for the emulator: latency, error shares, 429, dropped connections, scripted faults.
+"""Fault injection for the emulator: latency, error shares, 429, dropped connections, lost answers, scripted faults.
+
+``drop`` aborts the connection before the request is worked on (nothing changes in DMS); ``lose_answer``
+works the request (a write takes effect) and then aborts the connection instead of answering: the client
+sees the same broken connection and cannot tell which of the two happened.
 
 Rates are drawn from a seeded RNG so a run is repeatable; scripted faults fire a fixed number of times
 on requests whose path starts with a prefix, for deterministic tests.
@@ -22,13 +26,14 @@ from aiohttp import web
 
 @dataclass
 class ScriptedFault:
-    kind: str  # "status" | "drop" | "rate_limit"
+    kind: str  # "status" | "drop" | "lose_answer" | "rate_limit"
     times: int = 1
     status: int = 503
     retry_after: int = 1
     path_prefix: str = "/"
     action: str | None = None  # match cmisaction=... (form) or cmisselector=... (query) if given
     name: str | None = None  # match a browser-binding POST whose cmis:name is this (one document's createDocument)
+    method: str | None = None  # match this HTTP method (e.g. POST: a repository create, not the listing)
 
 
 @dataclass
@@ -40,6 +45,7 @@ class FaultConfig:
     rate_limit_rate: float = 0.0
     retry_after: int = 1
     drop_rate: float = 0.0
+    lose_answer_rate: float = 0.0  # the request is worked on, then its answer is lost
     scripted: list[ScriptedFault] = field(default_factory=list)
     seed: int | None = None
 
@@ -58,6 +64,7 @@ class FaultConfig:
                 "rate_limit_rate",
                 "retry_after",
                 "drop_rate",
+                "lose_answer_rate",
                 "seed",
             }:
                 setattr(self, key, value)
@@ -80,6 +87,7 @@ class FaultConfig:
             "rate_limit_rate": self.rate_limit_rate,
             "retry_after": self.retry_after,
             "drop_rate": self.drop_rate,
+            "lose_answer_rate": self.lose_answer_rate,
             "scripted": [vars(s) for s in self.scripted],
             "seed": self.seed,
         }
@@ -94,9 +102,11 @@ class FaultInjector:
     def reseed(self) -> None:
         self._rng = random.Random(self.config.seed)
 
-    def _scripted_for(self, path: str, action: str | None, name: str | None) -> ScriptedFault | None:
+    def _scripted_for(self, path: str, action: str | None, name: str | None, method: str) -> ScriptedFault | None:
         for fault in self.config.scripted:
             if fault.times <= 0 or not path.startswith(fault.path_prefix):
+                continue
+            if fault.method is not None and fault.method.upper() != method:
                 continue
             if fault.action is not None and fault.action.lower() != (action or "").lower():
                 continue
@@ -106,17 +116,19 @@ class FaultInjector:
             return fault
         return None
 
-    def pick(self, path: str, action: str | None, name: str | None = None) -> ScriptedFault | None:
+    def pick(self, path: str, action: str | None, name: str | None = None, method: str = "GET") -> ScriptedFault | None:
         """The fault to inject into this request, if any (scripted ones first, then the rates)."""
         cfg = self.config
-        fault = self._scripted_for(path, action, name)
+        fault = self._scripted_for(path, action, name, method)
         if fault is None:
             roll = self._rng.random()
-            if roll < cfg.drop_rate:
+            if roll < (edge := cfg.drop_rate):
                 fault = ScriptedFault(kind="drop")
-            elif roll < cfg.drop_rate + cfg.rate_limit_rate:
+            elif roll < (edge := edge + cfg.lose_answer_rate):
+                fault = ScriptedFault(kind="lose_answer")
+            elif roll < (edge := edge + cfg.rate_limit_rate):
                 fault = ScriptedFault(kind="rate_limit", retry_after=cfg.retry_after)
-            elif roll < cfg.drop_rate + cfg.rate_limit_rate + cfg.error_rate:
+            elif roll < edge + cfg.error_rate:
                 fault = ScriptedFault(kind="status", status=self._rng.choice(cfg.error_statuses))
         if fault is not None:
             self.injected += 1
@@ -131,8 +143,11 @@ class InjectedFault(Exception):
         self.fault = fault
 
 
+LOSES_ANSWER = "lose_answer"
+
+
 def fault_response(request: web.Request, fault: ScriptedFault) -> web.StreamResponse:
-    if fault.kind == "drop":
+    if fault.kind in {"drop", LOSES_ANSWER}:
         if request.transport is not None:
             request.transport.abort()
         return web.Response(status=500)  # never reaches the client: the connection is gone
