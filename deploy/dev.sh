@@ -12,8 +12,8 @@
 # What `test` does to the machine: installs RabbitMQ with apt if missing and starts it (127.0.0.1:5672),
 # enables its rabbitmq_sharding plugin, installs Debian's prometheus package for promtool (the server is not
 # started), iproute2 and nftables for the network-fault tests (which make network namespaces of their own and
-# never touch another address), and starts throwaway RabbitMQ nodes of its own on 5681-5683 and 5691 for the
-# broker-fault tests.
+# never touch another address), Debian's chromium and chromium-driver for the console's browser tests, and
+# starts throwaway RabbitMQ nodes of its own on 5681-5683 and 5691 for the broker-fault tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,6 +99,16 @@ ensure_promtool() {
   return $status
 }
 
+# The operator console's browser tests (tests/integration/test_console.py) drive Debian's Chromium through
+# Playwright, pointed at /usr/bin/chromium: no browser is downloaded. chromium-driver comes along for Selenium
+# users and keeps the two at the same version.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+  echo "chromium not installed; installing Debian's chromium and chromium-driver with apt (browser tests)" >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+}
+
 # The network-fault tests (tests/integration/netns.py) make namespaces with iproute2 and cut links with nftables.
 ensure_network_tools() {
   command -v ip >/dev/null 2>&1 && command -v nft >/dev/null 2>&1 && return 0
@@ -130,6 +140,7 @@ case "$cmd" in
     run_checks
     ensure_rabbitmq
     ensure_network_tools
+    ensure_chromium
     exec .venv/bin/python -m pytest "$@"
     ;;
   broker)

@@ -13,7 +13,8 @@ def as_environment(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     platform = {"vcap_services", "service_binding_root"}
     plain = settings.model_dump(
-        mode="json", exclude={"amqp_url", "amqp_urls", "destination", "tenant_destinations", *platform}
+        mode="json",
+        exclude={"amqp_url", "amqp_urls", "destination", "tenant_destinations", "console_users", *platform},
     )
     for key, value in plain.items():
         env[f"DMS_WORKER_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
@@ -25,6 +26,10 @@ def as_environment(settings: Settings) -> dict[str, str]:
     if settings.tenant_destinations:
         env["DMS_WORKER_TENANT_DESTINATIONS"] = json.dumps(
             {str(t): d.as_properties() for t, d in settings.tenant_destinations.items()}
+        )
+    if settings.console_users:
+        env["DMS_WORKER_CONSOLE_USERS"] = json.dumps(
+            {name: {"role": u.role, "token": u.token.get_secret_value()} for name, u in settings.console_users.items()}
         )
     if settings.vcap_services is not None:
         env["VCAP_SERVICES"] = settings.vcap_services.get_secret_value()

@@ -1,6 +1,5 @@
-"""Command line: ``python -m worker {run,publish,delete,results,dlq,topology,tenant,contracts}``, and
-``demo``/``emulator``,
-which hand over to ``worker.testing`` (imported only then: production code never imports it).
+"""Command line: ``python -m worker {run,publish,delete,results,dlq,console,topology,tenant,contracts}``, and
+``demo``/``emulator``, which hand over to ``worker.testing`` (imported only then: production code never imports it).
 
 A mistake ends with one line on stderr naming the problem and the fix, and exit code 2 (usage) or 1
 (runtime); ``--debug`` shows the traceback instead (``worker.cli_errors`` has the exit codes).
@@ -32,6 +31,8 @@ from worker.amqp import topology
 from worker.amqp.connection import connect_robust
 from worker.amqp.tombstones import BrokerTombstones
 from worker.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, CliError, UsageError, explain
+from worker.console.app import run_console
+from worker.console.auth import NoConsoleUsers
 from worker.contracts import Command, TenantOffboarded
 from worker.dms.tls import trust_context
 from worker.dms.tokens import TokenCache
@@ -48,7 +49,7 @@ from worker.producer import (
     upload_command,
     upload_command_by_url,
 )
-from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection
+from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection, age_seconds
 from worker.results.events import ResultPublisher
 from worker.results.following import (
     KINDS,
@@ -143,11 +144,8 @@ def a_rate(text: str) -> float:
 
 def parse_age(text: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h``, ``1d`` -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        return age_seconds(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an age like 90s, 15m, 2h or 1d") from None
 
@@ -319,9 +317,8 @@ async def dead_letter_command(settings: Settings, args: argparse.Namespace) -> i
         raise UsageError("purge with no filter drops every dead letter: add a filter, or --all if that is meant")
     connection = await connect(settings)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         with progress_for(sys.stderr) as progress:
-            dlq = DeadLetterQueue(channel, settings, _RowsAsTheyHappen(progress))
+            dlq = DeadLetterQueue(connection, settings, _RowsAsTheyHappen(progress))
             if args.dlq_action in {"list", "show"}:
                 letters = await dlq.inspect(selection, args.scan_limit, full=args.dlq_action == "show")
                 for letter in letters:
@@ -342,6 +339,23 @@ async def dead_letter_command(settings: Settings, args: argparse.Namespace) -> i
                 for letter in done:
                     print_json(letter.as_row())
     print(json.dumps(summary), file=sys.stderr)
+    return EXIT_OK
+
+
+# --- console -----------------------------------------------------------------------------------------
+
+
+async def console(settings: Settings, args: argparse.Namespace) -> int:
+    overrides = {"console_host": args.host, "console_port": args.port}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_console(settings, stop)
+    except NoConsoleUsers as exc:
+        raise UsageError(str(exc)) from None
     return EXIT_OK
 
 
@@ -617,6 +631,14 @@ def build_parser() -> Parser:
     sub.add_parser("demo", help="end-to-end demo against the bundled DMS EMULATOR (not SAP DMS)", add_help=False)
     sub.add_parser("emulator", help="run the DMS emulator (python -m worker.testing.emulator)", add_help=False)
     _add_dlq_parser(sub)
+    con = sub.add_parser(
+        "console",
+        help="serve the operator console (dead letters, outcomes, fleet) in the browser",
+        description="Serves on DMS_WORKER_CONSOLE_HOST:CONSOLE_PORT (127.0.0.1:8090) until Ctrl-C; users and "
+        "their tokens come from DMS_WORKER_CONSOLE_USERS or DMS_WORKER_CONSOLE_USERS_FILE. Needs the broker only.",
+    )
+    con.add_argument("--host", help="address to listen on (default: DMS_WORKER_CONSOLE_HOST, 127.0.0.1)")
+    con.add_argument("--port", type=int, help="port (default: DMS_WORKER_CONSOLE_PORT, 8090; 0 picks a free one)")
     _add_topology_parser(sub)
     _add_tenant_parser(sub)
     contracts = sub.add_parser("contracts", help="check contracts/ and deploy/rabbitmq/ against the code")
@@ -668,6 +690,8 @@ def dispatch(args: argparse.Namespace) -> int:
             return _run(offboard_tenant(settings, args))
         if args.command == "tenant":
             return _run(reenable_tenant(settings, args.tenant))
+        if args.command == "console":
+            return _run(console(settings, args))
         return _run(dead_letter_command(settings, args))
     except KeyboardInterrupt:
         return 130

@@ -6,8 +6,9 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
@@ -52,6 +53,13 @@ def check_broker_url(url: SecretStr) -> SecretStr:
     if parsed.scheme not in {"amqp", "amqps"} or not parsed.host:
         raise ValueError(f"not a broker URL; give one like {BROKER_URL_FORM}")
     return url
+
+
+class ConsoleUser(BaseModel):
+    """Who may use the operator console, and what for: ``operator`` acts (replay, purge), ``viewer`` only looks."""
+
+    role: Literal["operator", "viewer"]
+    token: SecretStr = Field(min_length=16)
 
 
 class Settings(BaseSettings):
@@ -146,6 +154,15 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 30.0
     log_level: str = "INFO"
     log_json: bool = True
+
+    # operator console (python -m worker console; worker.console): off unless started
+    console_host: str = "127.0.0.1"  # loopback: put a proxy with the platform's login in front to share it
+    console_port: int = Field(default=8090, ge=0)  # 0 picks a free port
+    console_users: dict[str, ConsoleUser] = Field(default_factory=dict)  # name -> role and sign-in token
+    console_users_file: Path | None = None  # the same JSON in a file (a mounted Secret); adds to console_users
+    console_scan_limit: int = Field(default=100_000, ge=1)  # dead letters the console's index covers at most
+    console_replay_rate: float = Field(default=50.0, gt=0)  # a replay job's default rate, commands per second
+    console_events_kept: int = Field(default=10_000, ge=100)  # result events the console remembers (feed, history)
 
     @field_validator("amqp_url")
     @classmethod

@@ -1,9 +1,10 @@
-"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos|faststream|offboard``
+"""``python -m tests.bench emulator|worker|scaling|fairness|chains|backlog|large|hol|chaos|faststream|offboard|console``
 (see tests/bench/README.md)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def main() -> None:
@@ -63,7 +64,18 @@ def main() -> None:
     off = sub.add_parser("offboard", help="deletion rate of `tenant offboard --yes` for a tenant with 10,000 documents")
     off.add_argument("--documents", type=int, default=10_000, help="the tenant's documents (1 in 10 with 2 versions)")
     off.add_argument("--latencies", nargs="+", type=int, default=[0, 50], help="emulator answer time, ms")
+    console = sub.add_parser(
+        "console", help="the operator console on a large DLQ: index pass, groups page, replay rate, broker CPU"
+    )
+    console.add_argument("--count", type=int, default=10_000, help="dead letters in the DLQ")
+    console.add_argument("--screenshot", type=Path, help="also save the dead-letters page as this PNG")
     args = parser.parse_args()
+    if args.which == "console":
+        from tests.bench import console_bench
+        from worker.runtime import event_loop
+
+        event_loop.run(console_bench.main(args.count, args.screenshot))
+        return
     if args.which == "offboard":
         from tests.bench import offboard_bench
         from worker.runtime import event_loop

@@ -58,6 +58,7 @@ class Stack:
     emulator: RunningEmulator
     worker: Worker
     channel: AbstractChannel
+    connection: AbstractRobustConnection
     events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
 
     async def send(self, command: Command) -> None:
@@ -158,7 +159,7 @@ async def open_stack(
     await worker.start()
     exits.push_async_callback(worker.stop)
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    stack = Stack(settings, emulator, worker, channel)
+    stack = Stack(settings, emulator, worker, channel, connection)
     results = await channel.declare_queue(settings.results_queue, passive=True)
 
     async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -167,6 +168,15 @@ async def open_stack(
 
     await results.consume(collect)
     return stack
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each phase's report on the test item (``item.rep_call``): a fixture can tell whether its test failed
+    (the console's browser tests keep their screenshots then)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ async def test_without_a_destination_readiness_fails_and_commands_wait_in_the_dl
     assert {(e["type"], e["data"]["error"]["code"], e["data"]["dead_lettered"]) for e in events} == {
         ("dms.upload.failed", "unknown_tenant", True)
     }
-    dlq = DeadLetterQueue(stack.channel, stack.settings)
+    dlq = DeadLetterQueue(stack.connection, stack.settings)
     assert sorted(str(d.message_id) for d in await dlq.inspect(Selection())) == sorted(c.id for c in commands)
 
     # The destination is created in the BTP cockpit: ready again, and a replay gets the commands done.

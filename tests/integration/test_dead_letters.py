@@ -12,7 +12,7 @@ import pytest
 
 from worker.contracts import UploadCommand
 from worker.producer import upload_command
-from worker.results.dead_letters import DeadLetterQueue, Selection
+from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Selection
 
 from .conftest import Stack
 
@@ -34,7 +34,7 @@ async def dead_letter_some(stack: Stack) -> tuple[uuid.UUID, uuid.UUID, list[Upl
 
 async def test_filtered_replay_processes_the_selection_and_leaves_the_rest(stack: Stack) -> None:
     tenant_a, tenant_b, a, b = await dead_letter_some(stack)
-    dlq = DeadLetterQueue(stack.channel, stack.settings)
+    dlq = DeadLetterQueue(stack.connection, stack.settings)
 
     listed = await dlq.inspect(Selection())
     assert len(listed) == 5
@@ -89,4 +89,45 @@ async def test_cli_replays_by_message_id(stack: Stack) -> None:
     assert json.loads(out.decode().splitlines()[0])["message_id"] == a[1].id
     (event,) = await stack.next_events(1)
     assert event["data"]["command_id"] == a[1].id and event["type"] == "dms.upload.succeeded"
-    assert len(await DeadLetterQueue(stack.channel, stack.settings).inspect(Selection())) == 4
+    assert len(await DeadLetterQueue(stack.connection, stack.settings).inspect(Selection())) == 4
+
+
+async def in_order(stack: Stack, dlq: DeadLetterQueue) -> list[str | None]:
+    """The DLQ's message ids in queue order (the helper hands them back with nacks, which the broker takes
+    after it answered: wait until it has)."""
+    ids = [m.message_id for m in await stack.dead_letters()]
+    for _ in range(500):
+        if await dlq.depth() == len(ids):
+            break
+        await asyncio.sleep(0.01)
+    return ids
+
+
+async def test_a_pass_hands_back_what_it_holds_in_order_and_stops_where_told(stack: Stack) -> None:
+    """Messages are read one at a time and held; the pass's channel closing returns them to the head of the
+    DLQ in their order, also when a replay stops half-way or a find stops at its hit."""
+    await dead_letter_some(stack)
+    done: list[DeadLetter] = []
+
+    class Done:
+        def start(self, stage: str, total: int | None) -> None:
+            pass
+
+        def advance(self, letter: DeadLetter | None = None) -> None:
+            done.extend([letter] if letter else [])
+
+    dlq = DeadLetterQueue(stack.connection, stack.settings, Done())
+    order = await in_order(stack, dlq)
+    assert await dlq.depth() == 5
+
+    found = await dlq.find(str(order[2]))
+    assert found is not None and found.message_id == order[2] and found.body["data"]["file_name"]
+    after = await in_order(stack, dlq)
+    assert after == order, [order.index(m) for m in after]
+
+    picked = frozenset(str(m) for m in order[1:4])
+    (replayed,) = await dlq.replay(Selection(message_ids=picked), stop=lambda: len(done) >= 1)
+    assert replayed.message_id == order[1]
+    assert await in_order(stack, dlq) == [order[0], *order[2:]]
+    text = Selection(text="ANSWERED 503", command_type="dms.upload")
+    assert len(await dlq.inspect(text)) == 4 and await dlq.inspect(Selection(text="no such words")) == []

@@ -121,7 +121,7 @@ async def test_hostile_corpus_fails_clearly_and_tenants_never_mix(make_stack: St
     assert set(repo_a.series_by_name) == {str(good.data.document_id)}
     assert set(repo_b.series_by_name) == {str(traversal.data.document_id)}
 
-    dead = await DeadLetterQueue(stack.channel, stack.settings).inspect(Selection())
+    dead = await DeadLetterQueue(stack.connection, stack.settings).inspect(Selection())
     exposed = (
         output.getvalue()
         + json.dumps([d.as_row() for d in dead])

@@ -91,7 +91,7 @@ async def test_latency_5xx_and_429_storm(make_stack: StackFactory) -> None:
     await stack.set_faults(error_rate=0.0, rate_limit_rate=0.0, latency_ms=0)
     assert_versions_contiguous(stack, tenant)
     succeeded = sum(len(s.versions) for s in stack.repository(tenant).series_by_name.values()) - 1
-    dead = await DeadLetterQueue(stack.channel, stack.settings).inspect(Selection())
+    dead = await DeadLetterQueue(stack.connection, stack.settings).inspect(Selection())
     assert succeeded + len(dead) == len(commands)  # each either written once or in the DLQ
 
 

@@ -244,3 +244,39 @@ def test_the_production_image_leaves_the_testing_package_out() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     assert compose["services"]["dms-emulator"]["build"]["target"] == "emulator"
     assert compose["services"]["worker"]["build"]["target"] == "worker"
+
+
+def console_manifests() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "console" / "console.yaml").read_text()) if d]
+
+
+@pytest.mark.parametrize("manifest", console_manifests(), ids=lambda m: f"{m['kind']}/{m['metadata']['name']}")
+def test_the_console_manifests_are_valid(manifest: dict[str, Any]) -> None:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_the_console_runs_apart_with_the_broker_only_and_is_not_exposed() -> None:
+    """Its own folder (``kubectl apply -f deploy/k8s/`` leaves it out), no DMS credentials, a ClusterIP Service
+    that a NetworkPolicy guards, users from a mounted Secret file, probes that only open the port."""
+    kinds = {m["kind"]: m for m in console_manifests()}
+    assert not any(m["metadata"]["name"].endswith("console") for m in manifests())
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["console"] and "envFrom" not in container
+    env = {e["name"]: e for e in container["env"]}
+    assert {ref["valueFrom"]["secretKeyRef"]["name"] for ref in env.values() if "valueFrom" in ref} == {
+        "dms-upload-worker-console"
+    }
+    assert not any(name.startswith(("DMS_WORKER_DESTINATION", "SERVICE_BINDING")) for name in env)
+    users_file = Path(env["DMS_WORKER_CONSOLE_USERS_FILE"]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(users_file.parent)]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "dms-upload-worker-console"
+    assert users_file.name in kinds["Secret"]["stringData"]
+    port = int(env["DMS_WORKER_CONSOLE_PORT"]["value"])
+    assert "tcpSocket" in container["readinessProbe"] and "tcpSocket" in container["livenessProbe"]
+    assert kinds["Service"]["spec"]["type"] == "ClusterIP" and "Ingress" not in kinds
+    assert kinds["NetworkPolicy"]["spec"]["ingress"][0]["ports"] == [{"port": port, "protocol": "TCP"}]
+    (app,) = yaml.safe_load((DEPLOY / "cf" / "console.yml").read_text())["applications"]
+    assert app["no-route"] is True and "services" not in app and app["command"].endswith("worker console")
+    assert Settings(_env_file=None).console_host == "127.0.0.1"  # the default the CF tunnel relies on

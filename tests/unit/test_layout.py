@@ -29,6 +29,8 @@ LAYERS: dict[str, set[str]] = {
     "worker.intake": {"worker.amqp", "worker.commands", "worker.results", "worker.settings", "worker.tracing"},
     "worker.producer": {"worker.amqp", "worker.results", "worker.settings", "worker.tracing"},  # for upstream
     "worker.contract_files": {"worker.amqp", "worker.settings"},  # the files generated from the code
+    # The operator console reads what the data path leaves: the DLQ, result events, the replicas' heartbeats.
+    "worker.console": {"worker.amqp", "worker.intake", "worker.results", "worker.runtime", "worker.settings"},
     # An operator's procedure after the data path: empty and delete an offboarded tenant's repository.
     "worker.offboarding": {"worker.amqp", "worker.dms", "worker.results", "worker.settings"},
     "worker.runtime": {
@@ -45,6 +47,7 @@ LAYERS: dict[str, set[str]] = {
     "worker.cli": {
         "worker.amqp",
         "worker.cli_errors",
+        "worker.console",
         "worker.contract_files",
         "worker.dms",  # tenant offboard builds its own DMS client (an operator's command, not the data path)
         "worker.offboarding",
@@ -130,5 +133,5 @@ def test_production_code_reaches_the_testing_package_only_inside_the_cli_command
 
 def test_the_folder_listing_tells_the_stages_and_holds_no_benchmark() -> None:
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    assert {"amqp", "intake", "commands", "dms", "results", "offboarding", "runtime", "testing"} <= folders
+    assert {"amqp", "intake", "commands", "dms", "results", "offboarding", "runtime", "testing", "console"} <= folders
     assert "bench" not in folders

@@ -116,6 +116,10 @@ class Dispatcher(Generic[T]):
         """Commands waiting for an earlier command of their own document."""
         return sum(len(items) - 1 for items in self._documents.values())
 
+    def running_by_tenant(self) -> dict[str, int]:
+        """Commands running now, per tenant (the heartbeats carry it to the operator console)."""
+        return dict(self._running_by_tenant)
+
     def started(self, queue: int) -> int:
         """The queue's commands running or parked (its channel must stay open for them)."""
         return sum(1 for h in self._by_queue.get(queue, ()) if h.state is not State.WAITING)

@@ -153,6 +153,7 @@ class ShardAssigner:
         backlog: Callable[[], Mapping[int, int]] | None = None,
         work_low_water: int | None = None,
         heard: Callable[[], None] | None = None,
+        running: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.me = uuid.uuid4().hex
         self._heard = heard  # every heartbeat that came through the broker, our own too (the lease)
@@ -168,6 +169,7 @@ class ShardAssigner:
         self._claims: dict[int, float] = {}  # shard -> when we first announced we want it
         self._backlog = backlog  # ready commands per shard, as last seen
         self._work_low_water = work_low_water  # None: balance shard counts only
+        self._running = running  # commands running per tenant: announced for the console, not used here
         self._announced_backlog: dict[int, int] = {}
         self._draining: set[int] = set()
         self._task: asyncio.Task[None] | None = None
@@ -265,6 +267,8 @@ class ShardAssigner:
             "backlog": {str(s): n for s, n in sorted(self._announced_backlog.items())},
             "leaving": leaving,
         }
+        if self._running is not None:
+            beat["running"] = dict(self._running())
         body = json.dumps(beat).encode()
         await self._exchange.publish(aio_pika.Message(body=body, expiration=self._heartbeat_s * 3), routing_key="")
         if self._connected:

@@ -176,11 +176,7 @@ async def _unread_in_tenant_queues(
 async def _dead_letters(
     connection: AbstractConnection, settings: Settings, tenant_id: uuid.UUID, scan_limit: int
 ) -> int:
-    channel = await connection.channel()
     try:
-        return len(await DeadLetterQueue(channel, settings).inspect(Selection(tenant_id=tenant_id), scan_limit))
+        return len(await DeadLetterQueue(connection, settings).inspect(Selection(tenant_id=tenant_id), scan_limit))
     except aiormq.exceptions.ChannelNotFoundEntity:
         return 0  # no DLQ declared
-    finally:
-        if not channel.is_closed:
-            await channel.close()

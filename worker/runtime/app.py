@@ -295,6 +295,7 @@ class Worker:
             backlog=shards.backlog,
             work_low_water=s.in_flight_limit,
             heard=lease.heard,
+            running=lambda: shards.dispatcher.running_by_tenant(),
         )
         await resources.enter_async_context(holding_shards(shards, assigner, lambda: self._grace_s))
         census = CensusResponder(

@@ -1,13 +1,14 @@
-"""``balanced_owners``: who owns which shard, as every replica computes it."""
+"""``balanced_owners``: who owns which shard, as every replica computes it; what a heartbeat says."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 
 import pytest
 
-from worker.intake.ownership import balance_work, balanced_owners, shard_ranges
+from worker.intake.ownership import ShardAssigner, balance_work, balanced_owners, shard_ranges
 
 
 def members(count: int) -> list[str]:
@@ -120,3 +121,28 @@ def test_even_work_moves_nothing() -> None:
 )
 def test_shard_numbers_in_a_log_line_are_folded_into_runs(shards: list[int], text: str) -> None:
     assert shard_ranges(shards) == text
+
+
+async def test_a_heartbeat_carries_the_commands_running_per_tenant_when_asked() -> None:
+    """For the operator console's fleet page; the others ignore it."""
+    sent: list[dict[str, object]] = []
+
+    class Exchange:
+        async def publish(self, message: object, routing_key: str) -> None:
+            sent.append(json.loads(message.body))  # type: ignore[attr-defined]
+
+    async def nothing(shard: int) -> None:
+        pass
+
+    assigner = ShardAssigner(
+        None,  # type: ignore[arg-type]
+        "members",
+        4,
+        take=nothing,
+        release=nothing,
+        in_flight=lambda shard: 0,
+        running=lambda: {"tenant-a": 3},
+    )
+    assigner._exchange = Exchange()  # type: ignore[assignment]
+    await assigner._announce()
+    assert sent[0]["running"] == {"tenant-a": 3} and sent[0]["holds"] == []
