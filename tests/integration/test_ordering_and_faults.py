@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from tests.cluster.nodes import Cluster
 from worker.contracts import Command
 from worker.producer import delete_command, upload_command
 from worker.results.dead_letters import DeadLetterQueue, Selection
@@ -114,22 +115,17 @@ async def test_token_revoked_mid_run(make_stack: StackFactory) -> None:
     assert stack.emulator.emulator.tokens.issued == 2
 
 
-async def test_broker_connections_dropped_mid_run(make_stack: StackFactory) -> None:
-    stack = await make_stack()
+@pytest.mark.cluster
+async def test_broker_connections_dropped_mid_run(make_stack: StackFactory, lone_broker: Cluster) -> None:
+    """On a node of the test's own: closing every connection on the machine's broker would cut other users'."""
+    stack = await make_stack(amqp_url=lone_broker.url(1))
     tenant = uuid.uuid4()
     await stack.set_faults(latency_ms=100)
     commands = [upload_command(tenant, uuid.uuid4(), "f.txt", "text/plain", b"x") for _ in range(30)]
     for command in commands:
         await stack.send(command)
     await asyncio.sleep(0.5)
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
-        "close_all_connections",
-        "fault test",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert await process.wait() == 0
+    await asyncio.to_thread(lone_broker.ctl, 1, "close_all_connections", "fault test")
     seen = await outcomes(stack, commands)
     assert set(seen) == {c.id for c in commands}  # redelivery may repeat an event, never lose one
     assert all(len(s.versions) == 1 for s in stack.repository(tenant).series_by_name.values())
