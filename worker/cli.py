@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeAlias
+from typing import Any, NoReturn, TextIO, TypeAlias, TypeVar
 
 import aio_pika
 import aiohttp
@@ -110,36 +110,31 @@ def an_http_url(text: str) -> str:
     return text
 
 
-def a_positive_number(text: str) -> float:
+Number = TypeVar("Number", int, float)
+
+
+def _number(text: str, kind: type[Number], fits: Callable[[Number], bool], wanted: str) -> Number:
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        value = -1
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+    if not fits(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
     return value
+
+
+def a_positive_number(text: str) -> float:
+    return _number(text, float, lambda v: v > 0, "a positive number")
 
 
 def a_count(text: str) -> int:
     """A whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
+    return _number(text, int, lambda v: v >= 1, "a whole number of at least 1")
 
 
 def a_rate(text: str) -> float:
     """Per second, 0 for no limit."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a rate per second (0 for no limit)")
-    return value
+    return _number(text, float, lambda v: v >= 0, "a rate per second (0 for no limit)")
 
 
 def parse_age(text: str) -> float:

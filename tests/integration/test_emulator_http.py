@@ -329,6 +329,7 @@ async def test_latency_and_error_rate_are_switchable_at_runtime(api: Api) -> Non
 NO_FAULTS = {
     "latency_ms": 0.0,
     "answer_ms": 0.0,
+    "answer_jitter_ms": 0.0,
     "error_rate": 0.0,
     "error_statuses": [500, 502, 503],
     "rate_limit_rate": 0.0,

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from worker.contracts import Command
 from worker.producer import upload_command
 from worker.testing.emulator import EmulatorConfig, RunningEmulator
 from worker.testing.emulator.app import Emulator
 from worker.testing.emulator.faults import FaultConfig
 
-from .conftest import open_stack
+from .conftest import Stack, open_stack
 from .history import check_history
 from .netns import HarnessUnavailable, Namespace
 
@@ -119,3 +120,42 @@ async def test_dms_unreachable_for_a_while_loses_nothing_and_recovers_at_once(na
         assert verdict.ok and not verdict.failed, verdict  # nothing lost, duplicated, reordered or failed
         assert first is not None and first <= 5.0
         assert rate_after >= 0.8 * before  # the backlog drains at least as fast as the link ran before
+
+
+async def uploads_per_s(
+    stack: Stack, documents: int, per_document: int
+) -> tuple[float, list[Command], list[dict[str, Any]]]:
+    tenant = uuid.uuid4()
+    docs = [uuid.uuid4() for _ in range(documents)]
+    commands: list[Command] = [
+        upload_command(tenant, doc, "a.txt", "text/plain", f"{doc}:{n}".encode())
+        for n in range(per_document)
+        for doc in docs
+    ]
+    started = time.monotonic()
+    for command in commands:
+        await stack.send(command)
+    events: list[dict[str, Any]] = []
+    await stack.events_for({c.id for c in commands}, events, within=240)
+    last = time.monotonic() - 2  # events_for watches 2 s more for late repeats
+    return len(commands) / (last - started), commands, events
+
+
+@pytest.mark.timeout(360)
+async def test_a_lossy_slow_link_to_dms_loses_nothing(namespace: Namespace) -> None:
+    """5 % of packets lost each way on the link (nftables) and DMS answering in 200 +- 100 ms (this kernel has
+    no netem, so the latency is the emulator's): 1,000 uploads all succeed, in order, one version each."""
+    async with AsyncExitStack() as exits:
+        config = EmulatorConfig(faults=FaultConfig(answer_ms=200, answer_jitter_ms=100, seed=5))
+        emulator = await exits.enter_async_context(emulator_behind(namespace, config))
+        stack = await open_stack(exits, emulator=emulator, retry_delays_ms=[1_000, 5_000, 30_000, 120_000])
+        await uploads_per_s(stack, 10, 1)  # the repository and the connections exist before either run
+        clean_rate, _, _ = await uploads_per_s(stack, 50, 20)
+        namespace.lose_packets(5)
+        lossy_rate, commands, events = await uploads_per_s(stack, 50, 20)
+        verdict = check_history(commands, events, emulator.emulator.state)
+        print(
+            f"\n1,000 uploads over a link losing 5 % of packets, DMS at 200 +- 100 ms: {verdict}; "
+            f"{lossy_rate:.1f} uploads/s against {clean_rate:.1f} on the clean link ({lossy_rate / clean_rate:.2f}x)"
+        )
+        assert verdict.ok and not verdict.failed, verdict

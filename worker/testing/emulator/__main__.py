@@ -23,6 +23,7 @@ DELETE /_emulator/faults clears every fault, and GET /_emulator/faults shows the
   latency_ms       added to every request, before it is worked on (float, ms)
   answer_ms        every answer leaves at least this long after its request came, the emulator's own
                    work included (float, ms; what a fleet benchmark wants under load)
+  answer_jitter_ms answer_ms varies by up to this much either way (uniform, seeded)
   error_rate       share of requests answered with an error (0..1), status drawn from
   error_statuses   e.g. [500, 502, 503]
   rate_limit_rate  share of requests answered 429 with Retry-After: retry_after (s)

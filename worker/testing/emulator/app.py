@@ -62,7 +62,7 @@ class Emulator(AdminApi, BrowserApi, DestinationServiceApi):
         # included: one process answering a burst must not add its queueing to the DMS latency it plays.
         loop = asyncio.get_running_loop()
         self.requests.append((time.monotonic(), request.method, request.path, request.headers.get("User-Agent", "")))
-        answer_at = loop.time() + self.faults.config.answer_ms / 1000
+        answer_at = loop.time() + self.faults.answer_after_s()
         if self.faults.config.latency_ms:
             await asyncio.sleep(self.faults.config.latency_ms / 1000)
         response = await self._answer(request, handler)

@@ -40,6 +40,7 @@ class ScriptedFault:
 class FaultConfig:
     latency_ms: float = 0.0  # waited before the request is worked on
     answer_ms: float = 0.0  # the answer leaves at least this long after the request came, work included
+    answer_jitter_ms: float = 0.0  # answer_ms varies by up to this much either way (uniform, seeded)
     error_rate: float = 0.0
     error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503])
     rate_limit_rate: float = 0.0
@@ -59,6 +60,7 @@ class FaultConfig:
             elif key in {
                 "latency_ms",
                 "answer_ms",
+                "answer_jitter_ms",
                 "error_rate",
                 "error_statuses",
                 "rate_limit_rate",
@@ -82,6 +84,7 @@ class FaultConfig:
         return {
             "latency_ms": self.latency_ms,
             "answer_ms": self.answer_ms,
+            "answer_jitter_ms": self.answer_jitter_ms,
             "error_rate": self.error_rate,
             "error_statuses": self.error_statuses,
             "rate_limit_rate": self.rate_limit_rate,
@@ -101,6 +104,12 @@ class FaultInjector:
 
     def reseed(self) -> None:
         self._rng = random.Random(self.config.seed)
+
+    def answer_after_s(self) -> float:
+        """How long after its request an answer leaves: ``answer_ms``, give or take ``answer_jitter_ms``."""
+        jitter = self.config.answer_jitter_ms
+        spread = self._rng.uniform(-jitter, jitter) if jitter else 0.0
+        return max(0.0, self.config.answer_ms + spread) / 1000
 
     def _scripted_for(self, path: str, action: str | None, name: str | None, method: str) -> ScriptedFault | None:
         for fault in self.config.scripted:
