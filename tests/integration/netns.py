@@ -130,3 +130,137 @@ class Namespace:
     def delete(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)  # takes the veth along
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+
+
+@dataclass
+class NamespacedCluster:
+    """A RabbitMQ cluster whose nodes each run in a network namespace of their own, joined by a bridge in the
+    caller's namespace (``prefix.1``): the caller reaches every node at ``prefix.N+1:5672``, and nodes can be
+    cut off from each other (nftables in a node's namespace) while the caller still reaches all of them. Node
+    names are long names by address (``dmspN@prefix.N+1``), so no host name has to resolve; each namespace has
+    its own epmd. Erlang's ``net_ticktime`` is 10 s so a partition is noticed in seconds, and the nodes use
+    ``pause_minority`` as deploy/rabbitmq/cluster.conf does. Never touches the machine's broker."""
+
+    directory: str
+    size: int = 3
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        require()
+        tag = os.getpid() % 10000
+        self.prefix = self.prefix or f"10.{230 + tag % 20}.{tag % 250}"
+        self.bridge = f"dpb{tag}"
+        self.namespaces = [f"dmsp-{tag}-{n}" for n in range(1, self.size + 1)]
+
+    def ip(self, node: int) -> str:
+        return f"{self.prefix}.{node + 1}"
+
+    def url(self, node: int) -> str:
+        return f"amqp://guest:guest@{self.ip(node)}:5672/"
+
+    def node_name(self, node: int) -> str:
+        return f"dmsp{node}@{self.ip(node)}"
+
+    def _env(self, node: int) -> list[str]:
+        home = f"{self.directory}/node{node}"
+        return [
+            "env",
+            "-i",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/var/lib/rabbitmq",  # the Erlang cookie every node and rabbitmqctl share
+            "LANG=C.UTF-8",
+            "LC_ALL=C.UTF-8",
+            "RABBITMQ_USE_LONGNAME=true",
+            f"RABBITMQ_NODENAME={self.node_name(node)}",
+            f"RABBITMQ_CONFIG_FILE={home}/rabbitmq.conf",
+            f"RABBITMQ_CONF_ENV_FILE={home}/rabbitmq-env.conf",
+            f"RABBITMQ_ENABLED_PLUGINS_FILE={home}/enabled_plugins",
+            f"RABBITMQ_MNESIA_BASE={home}/mnesia",
+            f"RABBITMQ_LOG_BASE={home}/log",
+            f"RABBITMQ_PID_FILE={home}/pid",
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel net_ticktime 10",
+        ]
+
+    def ctl(self, node: int, *args: str) -> str:
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.namespaces[node - 1], *self._env(node), "rabbitmqctl", "-q", *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise HarnessUnavailable(f"rabbitmqctl {' '.join(args)} on node {node}: {done.stderr.strip()[:300]}")
+        return done.stdout
+
+    def start(self) -> None:
+        try:
+            _run("ip", "link", "add", self.bridge, "type", "bridge")
+            _run("ip", "addr", "add", f"{self.prefix}.1/24", "dev", self.bridge)
+            _run("ip", "link", "set", self.bridge, "up")
+            for node, namespace in enumerate(self.namespaces, start=1):
+                host_if = f"{self.bridge}v{node}"
+                _run("ip", "netns", "add", namespace)
+                _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+                _run("ip", "link", "set", host_if, "master", self.bridge, "up")
+                for args in (
+                    ("ip", "addr", "add", f"{self.ip(node)}/24", "dev", "eth0"),
+                    ("ip", "link", "set", "eth0", "up"),
+                    ("ip", "link", "set", "lo", "up"),
+                ):
+                    _run("ip", "netns", "exec", namespace, *args)
+                self._start_node(node)
+            for node in range(1, self.size + 1):
+                self.ctl(node, "wait", f"{self.directory}/node{node}/pid", "--timeout", "60")
+            for node in range(2, self.size + 1):
+                self.ctl(node, "stop_app")
+                self.ctl(node, "join_cluster", self.node_name(1))
+                self.ctl(node, "start_app")
+                self.ctl(node, "await_startup")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_node(self, node: int) -> None:
+        home = f"{self.directory}/node{node}"
+        os.makedirs(f"{home}/mnesia", exist_ok=True)
+        os.makedirs(f"{home}/log", exist_ok=True)
+        with open(f"{home}/rabbitmq.conf", "w") as conf:
+            conf.write(
+                "listeners.tcp.default = 5672\nloopback_users = none\ncluster_partition_handling = pause_minority\n"
+            )
+        with open(f"{home}/enabled_plugins", "w") as plugins:
+            plugins.write("[rabbitmq_sharding].\n")
+        open(f"{home}/rabbitmq-env.conf", "w").close()
+        os.chmod(self.directory, 0o755)
+        subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", self.directory], check=True)
+        _run("ip", "netns", "exec", self.namespaces[node - 1], *self._env(node), "rabbitmq-server", "-detached")
+
+    def partition(self, node: int) -> None:
+        """Node ``node`` and the others no longer reach each other (both ways); the caller still reaches all."""
+        others = ", ".join(self.ip(n) for n in range(1, self.size + 1) if n != node)
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            self.namespaces[node - 1],
+            "nft",
+            "add table inet partition; "
+            "add chain inet partition in { type filter hook input priority 0; policy accept; }; "
+            "add chain inet partition out { type filter hook output priority 0; policy accept; }; "
+            f"add rule inet partition in ip saddr {{ {others} }} drop; "
+            f"add rule inet partition out ip daddr {{ {others} }} drop",
+        )
+
+    def heal(self, node: int) -> None:
+        _run("ip", "netns", "exec", self.namespaces[node - 1], "nft", "delete table inet partition")
+
+    def stop(self) -> None:
+        for namespace in self.namespaces:
+            pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False)
+            for pid in pids.stdout.split():
+                subprocess.run(["kill", "-9", pid], capture_output=True, check=False)
+        for namespace in self.namespaces:
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+        subprocess.run(["rm", "-rf", self.directory], capture_output=True, check=False)
