@@ -151,6 +151,12 @@ class NamespacedCluster:
         self.prefix = self.prefix or f"10.{230 + tag % 20}.{tag % 250}"
         self.bridge = f"dpb{tag}"
         self.namespaces = [f"dmsp-{tag}-{n}" for n in range(1, self.size + 1)]
+        self.peers: list[str] = []  # namespaces of other programs on the bridge (a worker replica, say)
+
+    @property
+    def bridge_ip(self) -> str:
+        """The caller's address on the bridge: what nodes and peers reach the caller's servers at."""
+        return f"{self.prefix}.1"
 
     def ip(self, node: int) -> str:
         return f"{self.prefix}.{node + 1}"
@@ -199,16 +205,7 @@ class NamespacedCluster:
             _run("ip", "addr", "add", f"{self.prefix}.1/24", "dev", self.bridge)
             _run("ip", "link", "set", self.bridge, "up")
             for node, namespace in enumerate(self.namespaces, start=1):
-                host_if = f"{self.bridge}v{node}"
-                _run("ip", "netns", "add", namespace)
-                _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-                _run("ip", "link", "set", host_if, "master", self.bridge, "up")
-                for args in (
-                    ("ip", "addr", "add", f"{self.ip(node)}/24", "dev", "eth0"),
-                    ("ip", "link", "set", "eth0", "up"),
-                    ("ip", "link", "set", "lo", "up"),
-                ):
-                    _run("ip", "netns", "exec", namespace, *args)
+                self._attach(namespace, f"{self.bridge}v{node}", self.ip(node))
                 self._start_node(node)
             for node in range(1, self.size + 1):
                 self.ctl(node, "wait", f"{self.directory}/node{node}/pid", "--timeout", "60")
@@ -220,6 +217,44 @@ class NamespacedCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _attach(self, namespace: str, host_if: str, ip: str) -> None:
+        _run("ip", "netns", "add", namespace)
+        _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        _run("ip", "link", "set", host_if, "master", self.bridge, "up")
+        for args in (
+            ("ip", "addr", "add", f"{ip}/24", "dev", "eth0"),
+            ("ip", "link", "set", "eth0", "up"),
+            ("ip", "link", "set", "lo", "up"),
+        ):
+            _run("ip", "netns", "exec", namespace, *args)
+
+    def add_peer(self) -> tuple[str, str]:
+        """One more namespace on the bridge, for a program to run in (``ip netns exec``): (its name, its address)."""
+        index = len(self.peers) + 1
+        namespace, ip = f"{self.namespaces[0]}p{index}", f"{self.prefix}.{100 + index}"
+        self.peers.append(namespace)
+        self._attach(namespace, f"{self.bridge}p{index}", ip)
+        return namespace, ip
+
+    def cut(self, namespace: str, *ips: str) -> None:
+        """Packets between ``namespace`` and ``ips`` vanish, both ways (no RST, no ICMP)."""
+        targets = ", ".join(ips)
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            "nft",
+            "add table inet partition; "
+            "add chain inet partition in { type filter hook input priority 0; policy accept; }; "
+            "add chain inet partition out { type filter hook output priority 0; policy accept; }; "
+            f"add rule inet partition in ip saddr {{ {targets} }} drop; "
+            f"add rule inet partition out ip daddr {{ {targets} }} drop",
+        )
+
+    def mend(self, namespace: str) -> None:
+        _run("ip", "netns", "exec", namespace, "nft", "delete table inet partition")
 
     def _start_node(self, node: int) -> None:
         home = f"{self.directory}/node{node}"
@@ -238,29 +273,17 @@ class NamespacedCluster:
 
     def partition(self, node: int) -> None:
         """Node ``node`` and the others no longer reach each other (both ways); the caller still reaches all."""
-        others = ", ".join(self.ip(n) for n in range(1, self.size + 1) if n != node)
-        _run(
-            "ip",
-            "netns",
-            "exec",
-            self.namespaces[node - 1],
-            "nft",
-            "add table inet partition; "
-            "add chain inet partition in { type filter hook input priority 0; policy accept; }; "
-            "add chain inet partition out { type filter hook output priority 0; policy accept; }; "
-            f"add rule inet partition in ip saddr {{ {others} }} drop; "
-            f"add rule inet partition out ip daddr {{ {others} }} drop",
-        )
+        self.cut(self.namespaces[node - 1], *(self.ip(n) for n in range(1, self.size + 1) if n != node))
 
     def heal(self, node: int) -> None:
-        _run("ip", "netns", "exec", self.namespaces[node - 1], "nft", "delete table inet partition")
+        self.mend(self.namespaces[node - 1])
 
     def stop(self) -> None:
-        for namespace in self.namespaces:
+        for namespace in [*self.peers, *self.namespaces]:
             pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False)
             for pid in pids.stdout.split():
                 subprocess.run(["kill", "-9", pid], capture_output=True, check=False)
-        for namespace in self.namespaces:
+        for namespace in [*self.peers, *self.namespaces]:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
         subprocess.run(["rm", "-rf", self.directory], capture_output=True, check=False)

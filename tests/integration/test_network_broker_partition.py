@@ -1,99 +1,122 @@
-"""One of three replicas cut off from the broker (its link silent, not closed) while it holds shards and has
-DMS writes going; DMS stays reachable from it. Its shards go to the others, and the fence
-(``worker.intake.lease``) keeps it from writing once it stops hearing the broker, so no document is written
-by two replicas across the hand-over; after the heal it rejoins. Checked against the recorded history.
+"""One of three replicas cut off from the broker (its packets dropped, nothing refused or reset) while it holds
+shards and has DMS writes going; DMS stays reachable from it. Its shards go to the others, and the fence
+(``worker.intake.lease``) keeps it from writing once it stops hearing the broker, so no document is written by
+two replicas across the hand-over; after the heal it rejoins. Checked against the recorded history.
 
-The broker is a node of the test's own (``lone_broker``): the broker closes the silent connection, and the
-machine's broker is not ours to have connections closed on. The cut is a relay the test controls
-(tests/integration/relay.py) that stops passing bytes both ways, sockets open: to both ends the same as
-packets dropped on the way."""
+Everything is the test's own: a RabbitMQ node in a network namespace (``NamespacedCluster`` of one node), the
+cut-off replica a process in another namespace on the same bridge (nftables drops what goes between it and
+the node), the other two replicas and the DMS emulator in the test's process."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
-from yarl import URL
 
-from tests.cluster.nodes import Cluster
 from worker.producer import upload_command
 from worker.runtime.app import Worker
 from worker.settings import LEASE_HEARTBEATS
-from worker.testing.emulator import EmulatorConfig
+from worker.testing.emulator import EmulatorConfig, serve_emulator
 from worker.testing.emulator.faults import FaultConfig
 
 from .conftest import StackFactory
 from .history import check_history
-from .relay import Relay
+from .netns import HarnessUnavailable, NamespacedCluster
+from .replicas import environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.network]
+
+MARKED = "dms-upload-worker/cut-off"  # the cut-off replica's User-Agent: its DMS calls are told apart by it
+
+
+@pytest.fixture
+def one_node() -> Iterator[NamespacedCluster]:
+    try:  # not under pytest's tmp (root only): the node runs as the rabbitmq user
+        node = NamespacedCluster(tempfile.mkdtemp(prefix="dms-upload-worker-fence-"), size=1)
+        node.start()
+    except HarnessUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.mark.timeout(240)
 async def test_a_replica_cut_off_from_the_broker_stops_writing_before_its_shards_move(
-    make_stack: StackFactory, lone_broker: Cluster
+    make_stack: StackFactory, one_node: NamespacedCluster, tmp_path: Path
 ) -> None:
-    timing = {"membership_heartbeat_s": 0.3, "amqp_heartbeat_s": 4, "in_flight_limit": 16}
     # One DMS call in ten fails: commands sit parked in retry backoff when the link goes, and wake during the
     # cut wanting to write: what the fence must stop.
-    stack = await make_stack(
-        EmulatorConfig(faults=FaultConfig(answer_ms=100, error_rate=0.1, error_statuses=[503], seed=11)),
-        amqp_url=lone_broker.url(1),
-        retry_delays_ms=[300, 600, 1_200, 2_400, 4_800, 9_600, 9_600, 9_600],
-        **timing,
-    )
-    target = URL(lone_broker.url(1))
-    async with contextlib.AsyncExitStack() as exits:
-        relay = await exits.enter_async_context(Relay(target.host or "127.0.0.1", target.port or 5691).serving())
-        through_relay = SecretStr(str(target.with_port(relay.port)))
-        marked = "dms-upload-worker/cut-off"  # its DMS calls are told apart by User-Agent in the emulator's log
-        cut_off = Worker(stack.settings.model_copy(update={"amqp_url": through_relay, "user_agent": marked}))
-        third = Worker(stack.settings)
-        for worker in (cut_off, third):
-            await worker.start()
-            exits.push_async_callback(worker.stop, 1.0)
-        await asyncio.sleep(3)  # the three share the shards
-        assert cut_off.parts.intake.loads(), "the replica to cut holds no shard"
+    faults = FaultConfig(answer_ms=100, error_rate=0.1, error_statuses=[503], seed=11)
+    async with serve_emulator(EmulatorConfig(faults=faults), host=one_node.bridge_ip) as emulator:
+        stack = await make_stack(
+            emulator=emulator,
+            amqp_url=one_node.url(1),
+            retry_delays_ms=[300, 600, 1_200, 2_400, 4_800, 9_600, 9_600, 9_600],
+            membership_heartbeat_s=0.3,
+            amqp_heartbeat_s=4,
+            in_flight_limit=16,
+        )
+        await run_the_cut(stack, one_node, tmp_path)
 
+
+async def run_the_cut(stack: Any, one_node: NamespacedCluster, tmp_path: Path) -> None:
+    namespace, _ = one_node.add_peer()
+    env = environment(stack.settings.model_copy(update={"user_agent": MARKED}))
+    with (tmp_path / "cut-off.log").open("ab") as log:
+        cut_off = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", namespace, sys.executable, "-m", "worker", "run", env=env, stdout=log, stderr=log
+        )
+    third = Worker(stack.settings)
+    await third.start()
+    try:
+        await asyncio.sleep(4)  # the three share the shards
         tenant = uuid.uuid4()
         docs = [uuid.uuid4() for _ in range(24)]
-        commands = [
-            upload_command(tenant, doc, "a.txt", "text/plain", f"{doc}:{n}".encode()) for n in range(8) for doc in docs
-        ]
+        before = [upload_command(tenant, d, "a.txt", "text/plain", f"{d}:{n}".encode()) for n in range(8) for d in docs]
+        after = [upload_command(tenant, d, "a.txt", "text/plain", f"{d}:{n}".encode()) for n in (8, 9) for d in docs]
         events: list[dict[str, Any]] = []
 
-        async def publish() -> None:
+        async def publish(commands: list[Any]) -> None:
             for command in commands:
                 await stack.send(command)
                 await asyncio.sleep(0.02)
 
-        publishing = asyncio.create_task(publish())
+        publishing = asyncio.create_task(publish(before))
         await asyncio.sleep(1.5)
-        running = cut_off.parts.intake.dispatcher.running
-        relay.cut()
+        one_node.cut(namespace, one_node.ip(1))
         cut_at = time.monotonic()
         await asyncio.sleep(12)  # past the broker's heartbeat timeout: it closes the connection, the shards move
-        relay.heal()
+        one_node.mend(namespace)
         healed_at = time.monotonic()
         await publishing
-        await stack.events_for({c.id for c in commands}, events, within=90)
-        verdict = check_history(commands, events, stack.emulator.emulator.state)
-        fenced_from = cut_at + stack.settings.membership_heartbeat_s * LEASE_HEARTBEATS + 0.5  # lease, a call's length
-        requests = stack.emulator.emulator.requests
-        written_while_fenced = [r for r in requests if r[3] == marked and fenced_from < r[0] < healed_at]
-        written_before = [r for r in requests if r[3] == marked and cut_at - 3 < r[0] < cut_at]
-        print(
-            f"\ncut off with {running} commands running, for 12 s: {verdict}; "
-            f"{time.monotonic() - cut_at:.1f} s from the cut to the last outcome; its DMS calls in the 3 s before the "
-            f"cut: {len(written_before)}, after its lease ran out: {len(written_while_fenced)}"
-        )
-        assert written_before, "the replica to cut was not writing"
-        assert not written_while_fenced, [(round(t - cut_at, 2), m, path) for t, m, path, _ in written_while_fenced[:8]]
-        assert verdict.ok and not verdict.failed, verdict
-        await asyncio.sleep(3)
-        assert cut_off.parts.intake.loads(), "the replica did not rejoin after the heal"
+        await asyncio.sleep(8)  # the cut-off replica reconnects and takes its share again
+        await publish(after)
+        await stack.events_for({c.id for c in before + after}, events, within=90)
+    finally:
+        cut_off.terminate()
+        await asyncio.wait_for(cut_off.wait(), 30)
+        await third.stop(1.0)
+    verdict = check_history(before + after, events, stack.emulator.emulator.state)
+    requests = stack.emulator.emulator.requests
+    fenced_from = cut_at + stack.settings.membership_heartbeat_s * LEASE_HEARTBEATS + 0.5  # the lease, one call
+    theirs = [r for r in requests if r[3] == MARKED]
+    written_before = [r for r in theirs if cut_at - 3 < r[0] < cut_at]
+    written_while_fenced = [r for r in theirs if fenced_from < r[0] < healed_at]
+    written_after = [r for r in theirs if r[0] > healed_at + 8]
+    print(
+        f"\ncut off for 12 s: {verdict}; the cut-off replica's DMS calls: {len(written_before)} in the 3 s before the "
+        f"cut, {len(written_while_fenced)} after its lease ran out, {len(written_after)} after it rejoined"
+    )
+    assert written_before, "the replica to cut was not writing"
+    assert not written_while_fenced, [(round(t - cut_at, 2), m, path) for t, m, path, _ in written_while_fenced[:8]]
+    assert verdict.ok and not verdict.failed, verdict
+    assert written_after, "the replica did not rejoin after the heal"
