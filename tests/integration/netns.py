@@ -37,6 +37,10 @@ def require() -> None:
         )
 
 
+def _address(number: int) -> str:
+    return ".".join(str(number >> shift & 255) for shift in (24, 16, 8, 0))
+
+
 def _run(*args: str) -> None:
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -58,7 +62,9 @@ class Namespace:
         require()
         n = (os.getpid() * 7 + next(_numbers)) % 4000
         name, host_if, peer_if = f"dmsw-{os.getpid()}-{n}", f"dwh{n}", f"dwp{n}"
-        host_ip, peer_ip = f"10.{200 + n // 250 % 50}.{n % 250}.1", f"10.{200 + n // 250 % 50}.{n % 250}.2"
+        # 198.18.0.0/16: the range RFC 2544 sets aside for benchmarking networks, routed nowhere: a /30 each
+        block = 198 * 2**24 + 18 * 2**16 + n * 4
+        host_ip, peer_ip = _address(block + 1), _address(block + 2)
         _run("ip", "netns", "add", name)
         made = cls(name, host_if, peer_if, host_ip, peer_ip)
         try:
@@ -148,7 +154,7 @@ class NamespacedCluster:
     def __post_init__(self) -> None:
         require()
         tag = os.getpid() % 10000
-        self.prefix = self.prefix or f"10.{230 + tag % 20}.{tag % 250}"
+        self.prefix = self.prefix or f"198.19.{tag % 256}"  # RFC 2544's benchmarking range, routed nowhere
         self.bridge = f"dpb{tag}"
         self.namespaces = [f"dmsp-{tag}-{n}" for n in range(1, self.size + 1)]
         self.peers: list[str] = []  # namespaces of other programs on the bridge (a worker replica, say)
