@@ -153,7 +153,7 @@ class NamespacedCluster:
 
     def __post_init__(self) -> None:
         require()
-        tag = os.getpid() % 10000
+        tag = (os.getpid() * 7 + next(_numbers)) % 10000  # each cluster of a run has names of its own
         self.prefix = self.prefix or f"198.19.{tag % 256}"  # RFC 2544's benchmarking range, routed nowhere
         self.bridge = f"dpb{tag}"
         self.namespaces = [f"dmsp-{tag}-{n}" for n in range(1, self.size + 1)]
@@ -291,5 +291,8 @@ class NamespacedCluster:
                 subprocess.run(["kill", "-9", pid], capture_output=True, check=False)
         for namespace in [*self.peers, *self.namespaces]:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+        host_ends = [f"{self.bridge}v{n}" for n in range(1, self.size + 1)]
+        host_ends += [f"{self.bridge}p{n}" for n in range(1, len(self.peers) + 1)]
+        for link in [*host_ends, self.bridge]:
+            subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
         subprocess.run(["rm", "-rf", self.directory], capture_output=True, check=False)

@@ -51,8 +51,8 @@ def one_node() -> Iterator[NamespacedCluster]:
 
 @pytest.mark.timeout(240)
 async def test_a_replica_cut_off_from_the_broker_stops_writing_before_its_shards_move(
-    make_stack: StackFactory, one_node: NamespacedCluster, tmp_path: Path
-) -> None:
+    one_node: NamespacedCluster, make_stack: StackFactory, tmp_path: Path
+) -> None:  # one_node first: the node outlives the stack, whose teardown deletes its topology there
     # One DMS call in ten fails: commands sit parked in retry backoff when the link goes, and wake during the
     # cut wanting to write: what the fence must stop.
     faults = FaultConfig(answer_ms=100, error_rate=0.1, error_statuses=[503], seed=11)
@@ -78,7 +78,6 @@ async def run_the_cut(stack: Any, one_node: NamespacedCluster, tmp_path: Path) -
     third = Worker(stack.settings)
     await third.start()
     try:
-        await asyncio.sleep(4)  # the three share the shards
         tenant = uuid.uuid4()
         docs = [uuid.uuid4() for _ in range(24)]
         before = [upload_command(tenant, d, "a.txt", "text/plain", f"{d}:{n}".encode()) for n in range(8) for d in docs]
@@ -91,7 +90,12 @@ async def run_the_cut(stack: Any, one_node: NamespacedCluster, tmp_path: Path) -
                 await asyncio.sleep(0.02)
 
         publishing = asyncio.create_task(publish(before))
-        await asyncio.sleep(1.5)
+        requests = stack.emulator.emulator.requests
+        for _ in range(300):  # until the replica to cut is writing (its start-up takes a few seconds)
+            if any(r[3] == MARKED for r in requests):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
         one_node.cut(namespace, one_node.ip(1))
         cut_at = time.monotonic()
         await asyncio.sleep(12)  # past the broker's heartbeat timeout: it closes the connection, the shards move

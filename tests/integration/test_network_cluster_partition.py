@@ -46,7 +46,9 @@ async def test_a_partitioned_node_loses_no_acknowledged_command(
     urls = [partitionable.url(n) for n in (1, 2, 3)]
     # The worker starts on node 1 (it declares the queues there, so node 1 leads them); the test publishes and
     # reads results through node 2, on the majority side.
-    stack = await make_stack(amqp_url=urls[1], amqp_urls=urls, retry_delays_ms=[1_000, 5_000, 30_000, 120_000])
+    stack = await make_stack(
+        amqp_url=urls[1], amqp_urls=urls, retry_delays_ms=[1_000, 5_000, 30_000, 120_000], shutdown_grace_s=2
+    )
     tenant, docs = uuid.uuid4(), [uuid.uuid4() for _ in range(20)]
     commands = [
         upload_command(tenant, doc, "a.txt", "text/plain", f"{doc}:{n}".encode()) for n in range(10) for doc in docs
