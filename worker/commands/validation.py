@@ -8,6 +8,7 @@ large upload is never held whole."""
 from __future__ import annotations
 
 import codecs
+import functools
 import html
 import io
 import re
@@ -97,10 +98,10 @@ def check_file_type(
     allowed_mime_types: Collection[str],
 ) -> None:
     ext = extension_of(file_name)
-    if ext not in {e.lower() for e in allowed_extensions}:
+    if ext not in _lowered(tuple(allowed_extensions)):
         raise UnsupportedFileType(f"file extension {ext or '(none)'!r} is not allowed")
     mime = normalise_mime(declared_mime)
-    if mime not in {m.lower() for m in allowed_mime_types}:
+    if mime not in _lowered(tuple(allowed_mime_types)):
         raise UnsupportedFileType(f"MIME type {mime!r} is not allowed")
     sniffed = sniff_kind(content)
     if sniffed in EXECUTABLE_KINDS:
@@ -108,6 +109,12 @@ def check_file_type(
     expected = EXPECTED_KINDS.get(ext)
     if expected is not None and sniffed not in expected:
         raise UnsupportedFileType(f"content looks like {sniffed or 'unknown data'}, not a {ext} file")
+
+
+@functools.lru_cache(maxsize=8)
+def _lowered(allowed: tuple[str, ...]) -> frozenset[str]:
+    """The allowed list as a set, once per configuration rather than once per upload."""
+    return frozenset(value.lower() for value in allowed)
 
 
 def sniff_kind(content: bytes) -> str | None:

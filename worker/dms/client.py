@@ -13,6 +13,7 @@ import contextlib
 import json as jsonlib
 import time
 import urllib.parse
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
@@ -36,6 +37,36 @@ PROBE_TIMEOUT_S = 3.0
 PROBE_HEADERS = {"Connection": "close"}  # never a pooled connection that may be the one hanging
 # (operation, status, seconds, request body bytes); status 0 = no answer
 RequestObserver = Callable[[str, int, float, int], None]
+
+
+def _quoted(value: str) -> str:
+    """A Content-Disposition parameter as aiohttp writes it with ``quote_fields=False``: raw UTF-8, with
+    backslashes and double quotes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def small_form(controls: dict[str, str], file: tuple[bytes, str, str] | None) -> aiohttp.BytesPayload:
+    """The body aiohttp's ``FormData(charset="utf-8", quote_fields=False)`` makes of these controls (and, last,
+    the ``filename`` control and the ``content`` part), as one payload: url-encoded without a file, else
+    multipart/form-data."""
+    if file is None:
+        return aiohttp.BytesPayload(
+            urllib.parse.urlencode(controls).encode(), content_type="application/x-www-form-urlencoded"
+        )
+    boundary = uuid.uuid4().hex
+    delimiter = f"--{boundary}\r\n"
+    parts = [
+        f"{delimiter}Content-Type: text/plain; charset=utf-8\r\nContent-Disposition: form-data; "
+        f"name={_quoted(key)}\r\n\r\n{value}\r\n"
+        for key, value in {**controls, "filename": file[1]}.items()
+    ]
+    content, file_name, mime_type = file
+    head = (
+        f"{''.join(parts)}{delimiter}Content-Type: {mime_type}\r\nContent-Disposition: form-data; "
+        f'name="content"; filename={_quoted(file_name)}\r\n\r\n'
+    )
+    body = b"".join((head.encode(), content, f"\r\n--{boundary}--\r\n".encode()))
+    return aiohttp.BytesPayload(body, content_type=f"multipart/form-data; boundary={boundary}")
 
 
 def _version(body: dict[str, Any]) -> DocumentVersion:
@@ -257,25 +288,23 @@ class DmsClient:
         opened: list[BinaryIO] = []  # a content stream per send, closed once the request is over
 
         async def build() -> Any:
+            controls = {**fields, "succinct": "true", "_charset_": "UTF-8"}
+            if file is None or (isinstance(file[0], bytes) and len(file[0]) <= SINGLE_WRITE_LIMIT):
+                # Small bodies go out in one write, built at once (aiohttp's FormData took ~6 % of the
+                # worker's CPU per upload for the same bytes).
+                return small_form(controls, None if file is None else (file[0], file[1], file[2]))  # type: ignore[arg-type]
             # quote_fields=False: aiohttp would otherwise percent-encode the part's filename, and DMS would
             # store "Plan%20v1.pdf". The `filename` control (decoded per _charset_) states it unambiguously.
             form = aiohttp.FormData(charset="utf-8", quote_fields=False)
-            for key, value in fields.items():
+            for key, value in controls.items():
                 form.add_field(key, value)
-            form.add_field("succinct", "true")
-            form.add_field("_charset_", "UTF-8")
-            if file is not None:
-                content, file_name, mime_type = file
-                if not isinstance(content, bytes):  # streamed from its source (a spool file), 64 KB at a time
-                    opened.append(stream := content.open())
-                    content = stream  # type: ignore[assignment]
-                form.add_field("filename", file_name)
-                form.add_field("content", content, filename=file_name, content_type=mime_type)
-            body = form()
-            if file is None or (isinstance(file[0], bytes) and len(file[0]) <= SINGLE_WRITE_LIMIT):
-                # Small bodies go out in one write instead of several per form field.
-                return aiohttp.BytesPayload(await body.as_bytes(), content_type=body.content_type)
-            return body
+            content, file_name, mime_type = file
+            if not isinstance(content, bytes):  # streamed from its source (a spool file), 64 KB at a time
+                opened.append(stream := content.open())
+                content = stream  # type: ignore[assignment]
+            form.add_field("filename", file_name)
+            form.add_field("content", content, filename=file_name, content_type=mime_type)
+            return form()
 
         ok = {200, 201} if operation not in {"cancelCheckOut", "delete"} else {200, 204}
         size = 0 if file is None else len(file[0]) if isinstance(file[0], bytes) else file[0].size

@@ -38,7 +38,7 @@ from worker.amqp.names import (
 )
 from worker.amqp.routing import tenant_of_routing_key
 from worker.commands.delivery import Delivery, gate_dms_calls
-from worker.commands.parsing import command_from_json, decode_body, ids_from_json, max_body_bytes
+from worker.commands.parsing import command_from_json, decode_body, ids_from_json, max_body_bytes, valid_command
 from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
 from worker.errors import InternalError, InvalidCommand, TransientError, WorkerError
 from worker.intake.dispatcher import Withdrawn
@@ -149,15 +149,19 @@ class CommandConsumer:
         """The command, whatever ids could be read, or the reason it cannot run. Never raises: no input,
         however hostile, may leave a message unsettled."""
         raw: Any = None
+        ids: dict[str, Any] = {}
         try:
-            raw = decode_body(message.body, self._max_body)
-            command = command_from_json(raw)
+            if (valid := valid_command(message.body, self._max_body)) is not None:
+                command, ids = valid
+            else:  # read again step by step, for the reason and whatever ids it has
+                raw = decode_body(message.body, self._max_body)
+                command, ids = command_from_json(raw), ids_from_json(raw)
             check_envelope(
                 command, message.exchange, message.routing_key, message.type, self._settings.command_exchange
             )
-            return Incoming(message, shard, command, ids_from_json(raw), None, command.data.document_id)
+            return Incoming(message, shard, command, ids, None, command.data.document_id)
         except WorkerError as exc:
-            return Incoming(message, shard, None, ids_from_json(raw), exc)
+            return Incoming(message, shard, None, ids_from_json(raw) if raw is not None else ids, exc)
         except Exception as exc:  # a parser bug must not stall the queue: the command fails, clearly
             log.exception("command_unreadable")
             unreadable = InvalidCommand(f"command could not be read ({type(exc).__name__})")
