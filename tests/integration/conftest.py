@@ -44,6 +44,9 @@ def settings_for(prefix: str, **overrides: Any) -> Settings:
         "dead_letter_queue": f"{prefix}.dlq",
         "shard_count": 4,
         "membership_heartbeat_s": 0.2,
+        # A lone replica claims its shards at once (nobody to hear first); several replicas in one test listen
+        # as in production (``Replicas`` and the tests that start a second ``Worker`` set 2).
+        "membership_listen_heartbeats": 0,
         "retry_delays_ms": [200, 400],
         "log_json": True,
         "http_port": 0,

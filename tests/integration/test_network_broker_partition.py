@@ -39,6 +39,7 @@ async def test_a_replica_cut_off_from_the_broker_stops_writing_before_its_shards
     make_stack: StackFactory, lone_broker: Cluster
 ) -> None:
     timing = {"membership_heartbeat_s": 0.3, "amqp_heartbeat_s": 4, "in_flight_limit": 16}
+    timing["membership_listen_heartbeats"] = 2  # three replicas: they listen for each other as in production
     # One DMS call in ten fails: commands sit parked in retry backoff when the link goes, and wake during the
     # cut wanting to write: what the fence must stop.
     stack = await make_stack(
