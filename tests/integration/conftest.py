@@ -133,7 +133,12 @@ class Stack:
         return repo
 
     async def set_faults(self, **faults: Any) -> None:
-        self.emulator.emulator.faults.config.update(faults)
+        """Adds to the emulator's faults; a ``seed`` given reseeds the rates' RNG (as the emulator's own fault
+        endpoint does), so a run is repeatable."""
+        injector = self.emulator.emulator.faults
+        injector.config.update(faults)
+        if "seed" in faults:
+            injector.reseed()
 
     async def dead_letters(self) -> list[aio_pika.abc.AbstractIncomingMessage]:
         queue = await self.channel.declare_queue(self.settings.dead_letter_queue, passive=True)
