@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     adaptive_concurrency: bool = True
     concurrency_min: int = Field(default=8, ge=1)
     membership_heartbeat_s: float = Field(default=1.0, gt=0)  # replicas announce themselves to share shards
+    # Heartbeats a fresh (or reconnected) replica listens for the others before claiming shards. Tests of a lone
+    # replica set 0; with others about, less than 2 risks taking a shard still held elsewhere for a moment.
+    membership_listen_heartbeats: float = Field(default=2.0, ge=0)
     # AMQP heartbeat asked of the broker: how soon it finds a silent replica and hands its shards on. Must be
     # above the lease (3 membership heartbeats, worker.intake.lease) so a cut-off replica stops writing first.
     amqp_heartbeat_s: int = Field(default=15, ge=1)

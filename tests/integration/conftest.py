@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -32,6 +33,7 @@ from worker.testing.emulator.store import Repository
 
 # The broker the integration tests use (each test declares and deletes names of its own on it).
 AMQP_URL = os.environ.get("DMS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+LATE_REPEATS_S = 2.0  # how long ``Stack.events_for`` watches for repeats while it cannot tell none will come
 
 
 def settings_for(prefix: str, **overrides: Any) -> Settings:
@@ -44,6 +46,9 @@ def settings_for(prefix: str, **overrides: Any) -> Settings:
         "dead_letter_queue": f"{prefix}.dlq",
         "shard_count": 4,
         "membership_heartbeat_s": 0.2,
+        # A lone replica claims its shards at once (nobody to hear first); several replicas in one test listen
+        # as in production (``Replicas`` and the tests that start a second ``Worker`` set 2).
+        "membership_listen_heartbeats": 0,
         "retry_delays_ms": [200, 400],
         "log_json": True,
         "http_port": 0,
@@ -83,16 +88,38 @@ class Stack:
     async def next_events(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         return [await asyncio.wait_for(self.events.get(), timeout) for _ in range(count)]
 
-    async def events_for(self, wanted: set[str], events: list[dict[str, Any]], within: float) -> None:
+    async def events_for(self, wanted: set[str], events: list[dict[str, Any]], within: float) -> float:
         """Adds result events to ``events`` until every command in ``wanted`` has one or ``within`` seconds
-        pass, then waits ``2 s`` more and adds any repeats that came late."""
-        deadline = asyncio.get_running_loop().time() + within
-        while wanted - {e["data"]["command_id"] for e in events} and asyncio.get_running_loop().time() < deadline:
+        pass, then watches for repeats that come late and adds them: for up to ``LATE_REPEATS_S``, less once no
+        repeat can come any more (``idle``, twice in a row). Returns the monotonic time the watch began."""
+        deadline = time.monotonic() + within
+        while wanted - {e["data"]["command_id"] for e in events} and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
                 events += await self.next_events(1, timeout=2)
-        await asyncio.sleep(2)
+        began = time.monotonic()
+        quiet = 0
+        while quiet < 2 and time.monotonic() - began < LATE_REPEATS_S:
+            await asyncio.sleep(0.25)
+            quiet = quiet + 1 if await self.idle() else 0
         while not self.events.empty():
             events.append(self.events.get_nowait())
+        return began
+
+    async def idle(self) -> bool:
+        """Whether no result event can still come: this stack's worker runs, holds no command (none running or
+        parked for a retry), is the only consumer of the shard queues (no replica process or second worker
+        anywhere), and every queue but the dead letters' is empty (the results queue too: what was published
+        has reached ``events``)."""
+        parts = self.worker.parts
+        if parts.connection.is_closed or parts.intake.dispatcher.held:
+            return False
+        held = set(parts.intake.loads())
+        for number, name in enumerate(topology.shard_queue_names(self.settings)):
+            declared = (await self.channel.declare_queue(name, passive=True)).declaration_result
+            if declared.message_count or declared.consumer_count != int(number in held):
+                return False
+        results = await self.channel.declare_queue(self.settings.results_queue, passive=True)
+        return not results.declaration_result.message_count
 
     async def run(self, command: Command, timeout: float = 20.0) -> dict[str, Any]:
         """Sends a command and returns its result event."""
@@ -106,7 +133,12 @@ class Stack:
         return repo
 
     async def set_faults(self, **faults: Any) -> None:
-        self.emulator.emulator.faults.config.update(faults)
+        """Adds to the emulator's faults; a ``seed`` given reseeds the rates' RNG (as the emulator's own fault
+        endpoint does), so a run is repeatable."""
+        injector = self.emulator.emulator.faults
+        injector.config.update(faults)
+        if "seed" in faults:
+            injector.reseed()
 
     async def dead_letters(self) -> list[aio_pika.abc.AbstractIncomingMessage]:
         queue = await self.channel.declare_queue(self.settings.dead_letter_queue, passive=True)

@@ -16,6 +16,7 @@ def environment(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMS_WORKER_")}
     env.update(as_environment(settings))
     env.update(DMS_WORKER_HTTP_PORT="0", DMS_WORKER_LOG_LEVEL="INFO")
+    env["DMS_WORKER_MEMBERSHIP_LISTEN_HEARTBEATS"] = "2"  # they start beside each other: listen as in production
     return env
 
 

@@ -346,16 +346,21 @@ async def test_the_console_command_serves_until_sigterm_and_needs_users(
     }
     process = await start_cli("console", "--port", "0", env=env, cwd=tmp_path)
     assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
-    url = line.split()[1]
-    assert line.startswith("console: http://127.0.0.1:"), line
-    async with aiohttp.ClientSession() as http:
-        async with http.get(url + "dead-letters") as answer:
-            assert answer.status == 401
-        async with http.get(url + "fleet", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}) as answer:
-            assert answer.status == 200
-    process.send_signal(signal.SIGTERM)
-    _, err = await asyncio.wait_for(process.communicate(), 40)
+    try:
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        url = line.split()[1]
+        assert line.startswith("console: http://127.0.0.1:"), line
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "dead-letters") as answer:
+                assert answer.status == 401
+            async with http.get(url + "fleet", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}) as answer:
+                assert answer.status == 200
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 40)
+    finally:  # failed: no console left running after the test
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     assert process.returncode == 0, err.decode()
     assert OPERATOR_TOKEN not in err.decode()
 

@@ -45,12 +45,17 @@ async def test_the_demo_runs_end_to_end_and_removes_its_topology(tmp_path: Path)
 async def test_ctrl_c_ends_keep_running_without_a_traceback_and_removes_the_topology(tmp_path: Path) -> None:
     process = await start_cli("demo", "--keep-running", env=environment(**DEMO_ENV), cwd=tmp_path)
     assert process.stdout is not None
-    seen: list[str] = []
-    async with asyncio.timeout(90):
-        while not seen or "keep running" not in seen[-1]:
-            seen.append((await process.stdout.readline()).decode().rstrip())
-    process.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(process.communicate(), 30)
+    try:
+        seen: list[str] = []
+        async with asyncio.timeout(90):
+            while not seen or "keep running" not in seen[-1]:
+                seen.append((await process.stdout.readline()).decode().rstrip())
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:  # failed: a demo left running would hold the demo's shards in the next test
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     assert process.returncode == 130 and "Traceback" not in err.decode(), err.decode()
     assert REMOVED in out.decode().splitlines()
     await assert_no_demo_topology()

@@ -62,6 +62,7 @@ async def test_a_replica_cut_off_from_the_broker_stops_writing_before_its_shards
             amqp_url=one_node.url(1),
             retry_delays_ms=[300, 600, 1_200, 2_400, 4_800, 9_600, 9_600, 9_600],
             membership_heartbeat_s=0.3,
+            membership_listen_heartbeats=2,  # three replicas: they listen for each other as in production
             amqp_heartbeat_s=4,
             in_flight_limit=16,
         )

@@ -126,7 +126,7 @@ async def settled(stack: Stack, replicas: int, timeout: float = 30) -> dict[str,
     shard more than another."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        held = await holdings(stack, 1.0)
+        held = await holdings(stack, 3 * stack.settings.membership_heartbeat_s)  # one missed: the next try
         counts = sorted(len(h) for h in held.values())
         every_shard_once = sorted(s for h in held.values() for s in h) == list(range(stack.settings.shard_count))
         if len(held) == replicas and every_shard_once and counts[-1] - counts[0] <= 1:

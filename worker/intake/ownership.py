@@ -13,7 +13,7 @@ When the broker connection is lost the replica stops rebalancing (its view of th
 its subscriptions are gone with the connection. Once reconnected (to any node), it keeps its shards if it was
 away for less than 3 heartbeats, so nobody can have counted it out (that takes 3.5); otherwise it releases
 them, draining as usual, since another replica may already hold them. Either way it then listens for two
-heartbeats before taking anything, as at start-up.
+heartbeats (``listen_heartbeats``) before taking anything, as at start-up.
 
 RabbitMQ 4.1.2 and later could do the balancing natively (single active consumer on quorum queues honours
 consumer priorities there); 3.10 to 4.0 cannot, hence this protocol.
@@ -150,6 +150,7 @@ class ShardAssigner:
         release: Callable[[int], Awaitable[None]],
         in_flight: Callable[[int], int],
         heartbeat_s: float = 1.0,
+        listen_heartbeats: float = 2.0,
         backlog: Callable[[], Mapping[int, int]] | None = None,
         work_low_water: int | None = None,
         heard: Callable[[], None] | None = None,
@@ -164,6 +165,7 @@ class ShardAssigner:
         self._release_shard = release
         self._in_flight = in_flight
         self._heartbeat_s = heartbeat_s
+        self._listen_s = heartbeat_s * listen_heartbeats  # before taking anything, at start and after a reconnect
         self._members: dict[str, _Member] = {}
         self._subscribed: set[int] = set()
         self._claims: dict[int, float] = {}  # shard -> when we first announced we want it
@@ -295,7 +297,7 @@ class ShardAssigner:
         now = time.monotonic()
         expiry = self._heartbeat_s * 3.5
         self._members = {m: info for m, info in self._members.items() if now - info.last_seen < expiry}
-        if now - self._started < self._heartbeat_s * 2:
+        if now - self._started < self._listen_s:
             return  # learn who else is here before taking anything
         holds = {member: info.holds for member, info in self._members.items()} | {self.me: self.holds}
         owners = balanced_owners(self._shard_count, {*self._members, self.me}, holds)

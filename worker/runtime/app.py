@@ -292,6 +292,7 @@ class Worker:
             release=shards.release,
             in_flight=shards.in_flight,
             heartbeat_s=s.membership_heartbeat_s,
+            listen_heartbeats=s.membership_listen_heartbeats,
             backlog=shards.backlog,
             work_low_water=s.in_flight_limit,
             heard=lease.heard,

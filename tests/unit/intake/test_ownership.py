@@ -146,3 +146,30 @@ async def test_a_heartbeat_carries_the_commands_running_per_tenant_when_asked() 
     assigner._exchange = Exchange()  # type: ignore[assignment]
     await assigner._announce()
     assert sent[0]["running"] == {"tenant-a": 3} and sent[0]["holds"] == []
+
+
+@pytest.mark.parametrize(("listen_heartbeats", "claimed"), [(2.0, []), (0.0, [0, 1, 2, 3])])
+async def test_a_fresh_replica_listens_for_two_heartbeats_before_claiming_unless_told_otherwise(
+    listen_heartbeats: float, claimed: list[int]
+) -> None:
+    """Production listens (to hear who else is here); the tests of a lone replica claim in the first round."""
+    taken: list[int] = []
+
+    async def take(shard: int) -> None:
+        taken.append(shard)
+
+    async def nothing(shard: int) -> None:
+        pass
+
+    assigner = ShardAssigner(
+        None,  # type: ignore[arg-type]
+        "members",
+        4,
+        take=take,
+        release=nothing,
+        in_flight=lambda shard: 0,
+        heartbeat_s=60.0,
+        listen_heartbeats=listen_heartbeats,
+    )
+    await assigner.rebalance()
+    assert sorted(assigner._claims) == claimed and taken == []  # taken a round after the claim, as ever
