@@ -8,14 +8,19 @@ Needs root, ``ip`` (iproute2) and ``nft`` (nftables); ``bash deploy/dev.sh`` ins
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import pytest
 
 CLONE_NEWNET = 0x40000000
 _numbers = itertools.count()
@@ -296,3 +301,18 @@ class NamespacedCluster:
         for link in [*host_ends, self.bridge]:
             subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
         subprocess.run(["rm", "-rf", self.directory], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def cluster_in_namespaces(size: int, purpose: str) -> Iterator[NamespacedCluster]:
+    """A started ``NamespacedCluster``, removed afterwards; where the machine cannot run one, the test fails
+    with one line. Its files are not under pytest's tmp (root's only): the nodes run as the rabbitmq user."""
+    try:
+        cluster = NamespacedCluster(tempfile.mkdtemp(prefix=f"dms-upload-worker-{purpose}-"), size=size)
+        cluster.start()
+    except HarnessUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from worker.testing.emulator.faults import FaultConfig
 
 from .conftest import StackFactory
 from .history import check_history
-from .netns import HarnessUnavailable, NamespacedCluster
+from .netns import NamespacedCluster, cluster_in_namespaces
 from .replicas import environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.network]
@@ -38,15 +37,8 @@ MARKED = "dms-upload-worker/cut-off"  # the cut-off replica's User-Agent: its DM
 
 @pytest.fixture
 def one_node() -> Iterator[NamespacedCluster]:
-    try:  # not under pytest's tmp (root only): the node runs as the rabbitmq user
-        node = NamespacedCluster(tempfile.mkdtemp(prefix="dms-upload-worker-fence-"), size=1)
-        node.start()
-    except HarnessUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield node
-    finally:
-        node.stop()
+    with cluster_in_namespaces(1, "fence") as cluster:
+        yield cluster
 
 
 @pytest.mark.timeout(240)

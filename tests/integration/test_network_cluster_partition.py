@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,22 +20,15 @@ from worker.producer import upload_command
 
 from .conftest import StackFactory
 from .history import check_history
-from .netns import HarnessUnavailable, NamespacedCluster
+from .netns import NamespacedCluster, cluster_in_namespaces
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.network]
 
 
 @pytest.fixture(scope="module")
 def partitionable() -> Iterator[NamespacedCluster]:
-    try:  # not under pytest's tmp (root only): the nodes run as the rabbitmq user
-        cluster = NamespacedCluster(tempfile.mkdtemp(prefix="dms-upload-worker-partition-"))
-        cluster.start()
-    except HarnessUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with cluster_in_namespaces(3, "partition") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.mark.timeout(300)

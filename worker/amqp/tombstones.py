@@ -17,10 +17,10 @@ import uuid
 from typing import Any
 
 import aio_pika
-import aiormq.exceptions
 from aio_pika.abc import AbstractConnection
 
 from worker.amqp.names import tombstone_exchange_name
+from worker.amqp.topology import exchange_exists
 
 OFFBOARDED_AT_ARGUMENT = "x-offboarded-at"
 REPOSITORY_ARGUMENT = "x-repository-id"
@@ -35,15 +35,7 @@ class BrokerTombstones:
         return tombstone_exchange_name(self._prefix, str(tenant_id))
 
     async def holds(self, tenant_id: uuid.UUID) -> bool:
-        channel = await self._connection.channel()
-        try:
-            await channel.declare_exchange(self.name(tenant_id), passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return False
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-        return True
+        return await exchange_exists(self._connection, self.name(tenant_id))
 
     async def record(self, tenant_id: uuid.UUID, repository_id: str | None) -> bool:
         """Lays the tombstone; False when it was there already (an earlier run began the offboarding)."""

@@ -150,6 +150,19 @@ class QueueState:
     consumers: int
 
 
+async def exchange_exists(connection: AbstractConnection, name: str) -> bool:
+    """A passive declare on a channel of its own (a missing exchange closes the channel that asked)."""
+    channel = await connection.channel()
+    try:
+        await channel.declare_exchange(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return True
+
+
 async def existing_queues(connection: AbstractConnection, settings: Settings) -> list[QueueState]:
     """The topology's queues that exist now, with their depth and consumers (passive declares: nothing is
     created or touched). A missing queue closes the channel that asked, so each miss costs a new one."""

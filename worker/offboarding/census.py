@@ -28,6 +28,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from worker.amqp.names import census_exchange_name, members_exchange_name, shard_queue_name
 from worker.amqp.routing import LANES
 from worker.amqp.shard_probe import shards_of
+from worker.amqp.topology import exchange_exists
 from worker.results.dead_letters import DeadLetterQueue, Selection
 from worker.settings import Settings
 
@@ -80,24 +81,12 @@ async def take_census(
     )
 
 
-async def _exists(connection: AbstractConnection, exchange: str) -> bool:
-    channel = await connection.channel()
-    try:
-        await channel.declare_exchange(exchange, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    return True
-
-
 async def _ask_replicas(
     connection: AbstractConnection, settings: Settings, tenant_id: uuid.UUID
 ) -> tuple[int, int, int]:
     """(live replicas, how many answered, what they hold of the tenant's commands)."""
     members_exchange = members_exchange_name(settings.command_queue)
-    if not await _exists(connection, members_exchange):
+    if not await exchange_exists(connection, members_exchange):
         return 0, 0, 0  # the replicas declare it while they run (auto-delete): none runs
     census_exchange = census_exchange_name(settings.command_queue)
     live: set[str] = set()
@@ -131,7 +120,7 @@ async def _ask_replicas(
         await beats.consume(on_beat, no_ack=True)
         replies = await channel.declare_queue(exclusive=True, auto_delete=True)
         await replies.consume(on_answer, no_ack=True)
-        if await _exists(connection, census_exchange):
+        if await exchange_exists(connection, census_exchange):
             exchange = await channel.get_exchange(census_exchange, ensure=False)
             body = json.dumps({"tenant": str(tenant_id)}).encode()
             request = aio_pika.Message(body, reply_to=replies.name, correlation_id=request_id)
