@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "worker"
 
 # The leaves: every part may use them, and they use no other part. ``worker.amqp.names`` spells every name put
 # on the wire (headers, derived queue names; arq's constants module): a part of its own inside ``amqp/``.
-LEAVES = {"worker.errors", "worker.contracts", "worker.backoff", "worker.amqp.names"}
+LEAVES = {"worker.errors", "worker.contracts", "worker.backoff", "worker.tasks", "worker.amqp.names"}
 
 # part -> the other parts it may import (besides the leaves and itself). Read it top down as the data path.
 LAYERS: dict[str, set[str]] = {

@@ -23,6 +23,7 @@ from worker.console.pages import Pages, Services, refuse
 from worker.results.dead_letters import DeadLetterQueue, Progress
 from worker.runtime.serving import start_site
 from worker.settings import Settings
+from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -83,9 +84,7 @@ async def running_console(settings: Settings) -> AsyncIterator[RunningConsole]:
         ]
 
         async def stop_tasks() -> None:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
 
         stack.push_async_callback(stop_tasks)
         services = Services(settings, gate, index, jobs, feed, fleet, queue)

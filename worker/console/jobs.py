@@ -34,6 +34,7 @@ from worker.console.auth import User
 from worker.console.index import DeadLetterIndex
 from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Progress, Selection
 from worker.results.following import is_outcome, succeeded
+from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -214,6 +215,4 @@ class Jobs:
         if not self._tasks:
             return
         _, late = await asyncio.wait(set(self._tasks), timeout=within_s)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await cancel_and_wait(late)

@@ -34,6 +34,8 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from worker.tasks import cancel_and_wait
+
 log = structlog.get_logger(__name__)
 
 
@@ -205,10 +207,7 @@ class ShardAssigner:
 
     async def stop(self) -> None:
         """After the worker drained its in-flight work: stop heartbeats and say goodbye."""
-        for task in (self._task, self._resuming):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task for task in (self._task, self._resuming) if task is not None)
         self._draining.clear()
         try:
             await self._announce(leaving=True)

@@ -49,6 +49,7 @@ from worker.amqp.confirms import delivery_lost
 from worker.amqp.routing import tenant_of_routing_key
 from worker.intake.consumer import Ending, Incoming, Park
 from worker.intake.dispatcher import Dispatcher, Held
+from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -184,9 +185,7 @@ class ShardConsumers:
             await asyncio.wait(running, timeout=5)
         for shard in self._shards.values():
             await self._close(shard)
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(self._background)
 
     def _give_back(self, shard: _Shard, state: Subscription) -> None:
         if shard.state in {Subscription.CLOSED, Subscription.PAUSED}:

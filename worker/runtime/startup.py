@@ -16,6 +16,7 @@ import structlog
 
 from worker import backoff
 from worker.runtime.app import Worker
+from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +55,7 @@ async def _unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.Event)
     if starting.done():
         starting.result()  # raises what the try raised
         return True
-    starting.cancel()
-    with contextlib.suppress(BaseException):
-        await starting
+    await cancel_and_wait([starting])
     return False
 
 

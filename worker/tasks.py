@@ -1,0 +1,33 @@
+"""Stopping background tasks for sure: the one place the worker and the console cancel what they started.
+
+A single ``task.cancel()`` is not always honoured on Python 3.11: ``asyncio.wait_for`` (which aiormq and
+aio-pika use for every broker round trip) returns the inner result and drops the cancellation when both
+happen in the same loop iteration (CPython gh-86296, fixed in 3.12). The task then goes on, typically into
+its next wait, and a shutdown that awaited it hangs. ``cancel_and_wait`` cancels again until each task has
+ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], again_after_s: float = 0.5) -> None:
+    """Cancels ``tasks`` and returns once every one has ended (whatever each raised), cancelling a task that
+    went on again every ``again_after_s``."""
+    tasks = list(tasks)
+    running = {task for task in tasks if not task.done()}
+    while running:
+        for task in running:
+            task.cancel()
+        _, running = await asyncio.wait(running, timeout=again_after_s)
+        for task in running:
+            log.warning("task_cancelled_again", task=task.get_name() if isinstance(task, asyncio.Task) else repr(task))
+    # Retrieve what they raised, so that nothing is reported as "exception never retrieved".
+    await asyncio.gather(*tasks, return_exceptions=True)
