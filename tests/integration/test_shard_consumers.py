@@ -140,3 +140,17 @@ async def test_stopping_right_after_a_shard_is_taken_ends_promptly(
     await shards.take(0)
     async with asyncio.timeout(3):
         await shards.stop(grace_s=1)
+
+
+async def test_every_delivery_renews_the_lease(connection: AbstractRobustConnection, queue_names: list[str]) -> None:
+    """A burst of deliveries is read before the membership heartbeats behind it: each one shows the link works."""
+    runner, heard = Runner(), []
+    shards = consumers(connection, queue_names, runner, heard=lambda: heard.append(1))
+    await shards.start()
+    try:
+        await shards.take(0)
+        await publish(connection, queue_names[0], [f"d{n}:{n}" for n in range(5)])
+        await until(lambda: len(runner.ran) == 5)
+        assert len(heard) == 5
+    finally:
+        await shards.stop(grace_s=1)

@@ -107,7 +107,10 @@ class ShardConsumers:
         poll_s: float = 1.0,
         on_taken: Callable[[int], None] | None = None,
         tenant_weights: Mapping[str, float] | None = None,
+        heard: Callable[[], None] | None = None,
     ) -> None:
+        """``heard()`` is called with every delivery: it came through the broker, so the replica still hears it
+        (the lease, ``worker.intake.lease``; a burst of deliveries can hold the heartbeats up behind it)."""
         self._connection = connection
         self._names = queue_names
         self._arguments = queue_arguments
@@ -119,6 +122,7 @@ class ShardConsumers:
         self._read_ahead_bytes = read_ahead_bytes
         self._poll_s = poll_s
         self._on_taken = on_taken
+        self._heard = heard or (lambda: None)
         self._shards: dict[int, _Shard] = {}
         self._probes: list[AbstractChannel] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -240,6 +244,7 @@ class ShardConsumers:
     # --- deliveries and the commands the dispatcher starts ----------------------------------------
 
     async def _deliver(self, shard: _Shard, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        self._heard()
         if shard.state is not Subscription.SUBSCRIBED or shard.channel is not channel:
             return  # given back meanwhile: left unsettled, the channel's close returns it in order
         shard.tenant = tenant_of_routing_key(message.routing_key or "")

@@ -281,6 +281,7 @@ class Worker:
             read_ahead_bytes=s.read_ahead_bytes,
             poll_s=s.queue_poll_s,
             on_taken=handlers.forget_shard,
+            heard=lease.heard,
         )
         self.metrics.watch_shards(shards.loads)
         self.metrics.watch_intake(shards.dispatcher, lambda: limit.limit, lambda: shards.paused)
