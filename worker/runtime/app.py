@@ -47,7 +47,7 @@ from worker.results.events import ResultPublisher
 from worker.runtime import health, logs
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.serving import start_site
-from worker.settings import Settings
+from worker.settings import CommandSettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -256,7 +256,7 @@ class Worker:
         connection = await connect_robust([with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()])
         resources.push_async_callback(connection.close)
         repositories = TenantRepositories(BrokerTombstones(connection, s.command_exchange))
-        handlers = Handlers(s, clients, repositories, http, spool)
+        handlers = Handlers(s.view(CommandSettings), clients, repositories, http, spool)
         connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
 
         http_port: int | None = None
