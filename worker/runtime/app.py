@@ -47,7 +47,7 @@ from worker.results.events import ResultPublisher
 from worker.runtime import health, logs
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.serving import start_site
-from worker.settings import CommandSettings, Settings
+from worker.settings import CommandSettings, ResultSettings, Settings, TopologySettings
 
 log = structlog.get_logger(__name__)
 
@@ -269,7 +269,16 @@ class Worker:
         declared = await topology.declare(channel, s)
         results = cast(AbstractExchange, ConfirmingExchange(declared.result_exchange))  # resent if unconfirmed
         lease = BrokerLease(s.membership_heartbeat_s)
-        consumer = CommandConsumer(s, channel, handlers, ResultPublisher(results), self.metrics, lease=lease)
+        consumer = CommandConsumer(
+            s.view(TopologySettings),
+            s.view(ResultSettings),
+            s.max_file_size,
+            channel,
+            handlers,
+            ResultPublisher(results),
+            self.metrics,
+            lease=lease,
+        )
         shards = intake = ShardConsumers(
             connection,
             declared.shard_queue_names,
