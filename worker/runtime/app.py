@@ -47,7 +47,7 @@ from worker.results.events import ResultPublisher
 from worker.runtime import health, logs
 from worker.runtime.metrics import WorkerMetrics
 from worker.runtime.serving import start_site
-from worker.settings import CommandSettings, ResultSettings, Settings, TopologySettings
+from worker.settings import CommandSettings, DestinationSettings, ResultSettings, Settings, TopologySettings
 
 log = structlog.get_logger(__name__)
 
@@ -61,13 +61,18 @@ class DmsClients:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DestinationSettings,
         session: aiohttp.ClientSession,
         tokens: TokenCache,
+        *,
+        timeout_s: float,  # DMS_TIMEOUT_S
+        user: str,  # DMS_USER
         observe: RequestObserver | None = None,
         bindings: Bindings | None = None,
     ) -> None:
         self._settings = settings
+        self._timeout_s = timeout_s
+        self._user = user
         self._session = session
         self._tokens = tokens
         self._observe = observe
@@ -88,7 +93,7 @@ class DmsClients:
         self._clients: dict[Destination | DestinationName, DmsClient] = {}
 
     def sources(self) -> DestinationSources:
-        s = self._settings  # read each time: tests (and only tests) change tenant_destinations in place
+        s = self._settings  # read each time: tests (and only tests) add to tenant_destinations in place
         return DestinationSources(
             tenant_destinations=s.tenant_destinations,
             destination=s.destination,
@@ -114,9 +119,7 @@ class DmsClients:
                 credentials = LookedUpCredentials(choice, self.destination_service, self._tokens)
             else:
                 credentials = ConfiguredCredentials(choice, self._tokens)
-            client = DmsClient(
-                self._session, credentials, self._settings.dms_timeout_s, self._observe, self._settings.dms_user
-            )
+            client = DmsClient(self._session, credentials, self._timeout_s, self._observe, self._user)
             self._clients[choice] = client
         return client
 
@@ -249,7 +252,9 @@ class Worker:
                 if limit.observe(operation, seconds, status, body_bytes, time.monotonic()):
                     intake.dispatcher.wake()
 
-        clients = DmsClients(s, http, tokens, observe)
+        clients = DmsClients(
+            s.view(DestinationSettings), http, tokens, timeout_s=s.dms_timeout_s, user=s.dms_user, observe=observe
+        )
         resources.push_async_callback(clients.close)  # their probes of an unreachable DMS, before the session
 
         # Any node of the cluster; on loss the next one that answers, with everything below restored.
