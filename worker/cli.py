@@ -438,7 +438,7 @@ async def offboard_tenant(settings: Settings, args: argparse.Namespace) -> int:
                 offboarding = Offboarding(
                     dms,
                     BrokerTombstones(connection, settings.command_exchange),
-                    lambda: take_census(connection, settings, tenant),
+                    lambda: take_census(connection, settings, settings.membership_heartbeat_s, tenant),
                     publish,
                     progress,
                     settings.event_source,
