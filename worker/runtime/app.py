@@ -46,6 +46,7 @@ from worker.intake.shard_consumers import ShardConsumers
 from worker.results.events import ResultPublisher
 from worker.runtime import health, logs
 from worker.runtime.metrics import WorkerMetrics
+from worker.runtime.preflight import destination_sources
 from worker.runtime.serving import start_site
 from worker.settings import CommandSettings, DestinationSettings, ResultSettings, Settings, TopologySettings
 
@@ -93,15 +94,8 @@ class DmsClients:
         self._clients: dict[Destination | DestinationName, DmsClient] = {}
 
     def sources(self) -> DestinationSources:
-        s = self._settings  # read each time: tests (and only tests) add to tenant_destinations in place
-        return DestinationSources(
-            tenant_destinations=s.tenant_destinations,
-            destination=s.destination,
-            bound_dms=self.bindings.dms,
-            destination_service=self.destination_service is not None,
-            tenant_destination_names=s.tenant_destination_names,
-            destination_name=s.destination_name,
-        )
+        # Made each time: tests (and only tests) add to tenant_destinations in place.
+        return destination_sources(self._settings, self.bindings)
 
     def for_tenant(self, tenant_id: uuid.UUID) -> DmsClient:
         choice = choose_destination(tenant_id, self.sources())
