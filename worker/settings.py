@@ -4,12 +4,15 @@
 (``DMS_WORKER_MAX_FILE_SIZE``, not ``..._COMMANDS__MAX_FILE_SIZE``). Its fields are declared in one group per stage
 of the data path (``BrokerSettings``, ``TopologySettings``, ``IntakeSettings``, ``ResultSettings``,
 ``CommandSettings``, ``DmsSettings``, ``DestinationSettings``, ``OperationsSettings``, ``ConsoleSettings``), which
-``Settings`` inherits. A stage takes its group, not the whole: ``settings.view(CommandSettings)`` is a frozen copy of
-just those fields, so the group's type says what the stage reads, and a test builds one directly
-(``CommandSettings(max_file_size=1024)``) with the same defaults and validation. Why groups inherited rather than
-views copied field by field: each field, its default and its check are written once, here, and the flat variable
-names cannot drift from the views. What crosses groups (the shard lease against the AMQP heartbeat) is checked on
-``Settings``; the runtime wiring (``worker.runtime.app``) and the CLI, which use most groups, keep ``Settings``."""
+``Settings`` inherits. A stage takes its group, not the whole: the type says what it reads, a component that keeps
+its settings is handed ``settings.view(CommandSettings)`` (a frozen copy of that group's fields), and a test builds
+the group directly (``CommandSettings(max_file_size=1024)``) with the same defaults and checks, no environment read.
+A function typed with a group also takes the whole ``Settings`` (a subclass): the CLI passes its own unchanged.
+
+Why groups that ``Settings`` inherits, rather than a frozen dataclass per stage filled in from ``Settings``: each
+field, its default and its check are written once, and a group cannot drift from the variable it is read from. What
+crosses groups (the shard lease against the AMQP heartbeat) is checked on ``Settings``; the runtime wiring
+(``worker.runtime.app``, ``worker.console.app``) and the CLI, which use most groups, keep ``Settings``."""
 
 from __future__ import annotations
 
