@@ -25,8 +25,11 @@ class Message:
 
 def read(body: bytes, settings: Settings | None = None, **envelope: Any) -> Incoming:
     """``envelope``: the message's ``exchange``, ``routing_key`` and ``type``."""
+    settings = settings or Settings(_env_file=None)
     consumer = CommandConsumer(
-        settings or Settings(_env_file=None),
+        settings,
+        settings,
+        settings.max_file_size,
         channel=cast(Any, None),  # reading touches neither the broker, the handlers nor the publisher
         handlers=cast(Any, None),
         publisher=cast(Any, None),

@@ -410,7 +410,9 @@ async def offboard_tenant(settings: Settings, args: argparse.Namespace) -> int:
     connector = aiohttp.TCPConnector(limit=settings.dms_connections, ssl=trust_context(settings.ca_bundle))
     async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": settings.user_agent}) as http:
         try:
-            dms = DmsClients(settings, http, TokenCache(http, ca_bundle=settings.ca_bundle)).for_tenant(tenant)
+            tokens = TokenCache(http, ca_bundle=settings.ca_bundle)
+            clients = DmsClients(settings, http, tokens, timeout_s=settings.dms_timeout_s, user=settings.dms_user)
+            dms = clients.for_tenant(tenant)
         except UnknownTenant as exc:
             raise CliError(
                 f"{exc.message}: offboarding deletes through the tenant's destination, so it comes before the "
@@ -436,7 +438,7 @@ async def offboard_tenant(settings: Settings, args: argparse.Namespace) -> int:
                 offboarding = Offboarding(
                     dms,
                     BrokerTombstones(connection, settings.command_exchange),
-                    lambda: take_census(connection, settings, tenant),
+                    lambda: take_census(connection, settings, settings.membership_heartbeat_s, tenant),
                     publish,
                     progress,
                     settings.event_source,

@@ -16,14 +16,14 @@ from worker.amqp.definitions import definitions
 from worker.amqp.names import HEADERS, MODULUS_HASH_EXCHANGE, command_exchange_name, shard_queue_name
 from worker.amqp.routing import LANES
 from worker.contracts import CLOUDEVENTS_CONTENT_TYPE, json_schemas
-from worker.settings import Settings
+from worker.settings import TopologySettings
 
 CONTRACTS_DIR = Path("contracts")
 DEFINITIONS_FILE = Path("deploy") / "rabbitmq" / "definitions.json"
 
 
-def asyncapi(settings: Settings | None = None) -> dict[str, Any]:
-    s = settings or Settings(_env_file=None)
+def asyncapi(settings: TopologySettings | None = None) -> dict[str, Any]:
+    s = settings or TopologySettings()
 
     def message(name: str, title: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
@@ -128,7 +128,7 @@ def rendered() -> dict[Path, str]:
         for name, schema in json_schemas().items()
     }
     files[CONTRACTS_DIR / "asyncapi.yaml"] = yaml.safe_dump(asyncapi(), sort_keys=False)
-    files[DEFINITIONS_FILE] = json.dumps(definitions(Settings(_env_file=None)), indent=2) + "\n"
+    files[DEFINITIONS_FILE] = json.dumps(definitions(TopologySettings()), indent=2) + "\n"
     return files
 
 

@@ -1,4 +1,18 @@
-"""All configuration, read once through pydantic-settings (env prefix ``DMS_WORKER_``, ``.env``, secrets dir)."""
+"""All configuration, read once through pydantic-settings (env prefix ``DMS_WORKER_``, ``.env``, secrets dir).
+
+``Settings`` is what pydantic-settings loads: one flat namespace, so every variable keeps its name
+(``DMS_WORKER_MAX_FILE_SIZE``, not ``..._COMMANDS__MAX_FILE_SIZE``). Its fields are declared in one group per stage
+of the data path (``BrokerSettings``, ``TopologySettings``, ``IntakeSettings``, ``ResultSettings``,
+``CommandSettings``, ``DmsSettings``, ``DestinationSettings``, ``OperationsSettings``, ``ConsoleSettings``), which
+``Settings`` inherits. A stage takes its group, not the whole: the type says what it reads, a component that keeps
+its settings is handed ``settings.view(CommandSettings)`` (a frozen copy of that group's fields), and a test builds
+the group directly (``CommandSettings(max_file_size=1024)``) with the same defaults and checks, no environment read.
+A function typed with a group also takes the whole ``Settings`` (a subclass): the CLI passes its own unchanged.
+
+Why groups that ``Settings`` inherits, rather than a frozen dataclass per stage filled in from ``Settings``: each
+field, its default and its check are written once, and a group cannot drift from the variable it is read from. What
+crosses groups (the shard lease against the AMQP heartbeat) is checked on ``Settings``; the runtime wiring
+(``worker.runtime.app``, ``worker.console.app``) and the CLI, which use most groups, keep ``Settings``."""
 
 from __future__ import annotations
 
@@ -6,9 +20,9 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
@@ -62,23 +76,43 @@ class ConsoleUser(BaseModel):
     token: SecretStr = Field(min_length=16)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        env_file=".env",
-        extra="ignore",
-        env_parse_none_str="null",
-        hide_input_in_errors=True,  # a service key or VCAP_SERVICES that fails validation holds secrets
-    )
+class StageSettings(BaseModel):
+    """The settings one stage reads; frozen, so a stage cannot change what another one sees."""
 
-    # broker
+    model_config = ConfigDict(frozen=True)
+
+
+class BrokerSettings(StageSettings):
+    """Reaching RabbitMQ: where, and how soon a silent connection counts as lost."""
+
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     # A cluster's nodes (JSON list); when set it replaces amqp_url. Reconnects go to the next one that answers.
     amqp_urls: list[SecretStr] = Field(default_factory=list)
     # What the producer helper and CLI publish at most (the broker's max_message_size: 16 MiB on RabbitMQ 4.x,
     # 128 MiB on 3.x); a larger inline upload is refused with a pointer to content_url.
     broker_max_message_size: int = Field(default=16 * MIB, ge=1)
+    # AMQP heartbeat asked of the broker: how soon it finds a silent replica and hands its shards on. Must be
+    # above the lease (3 membership heartbeats, worker.intake.lease) so a cut-off replica stops writing first.
+    amqp_heartbeat_s: int = Field(default=15, ge=1)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _one_broker_url(cls, url: SecretStr) -> SecretStr:
+        return check_broker_url(url)
+
+    @field_validator("amqp_urls")
+    @classmethod
+    def _broker_urls(cls, urls: list[SecretStr]) -> list[SecretStr]:
+        return [check_broker_url(url) for url in urls]
+
+    def broker_urls(self) -> list[str]:
+        """The broker addresses to try, in order: ``amqp_urls`` if given, else ``amqp_url``."""
+        return [url.get_secret_value() for url in self.amqp_urls] or [self.amqp_url.get_secret_value()]
+
+
+class TopologySettings(StageSettings):
+    """The names and shapes of the exchanges and queues (worker.amqp.topology)."""
+
     command_exchange: str = "dms.commands"
     command_queue: str = "dms.commands"
     result_exchange: str = "dms.results"
@@ -88,6 +122,12 @@ class Settings(BaseSettings):
     results_queue_message_ttl_s: float | None = Field(default=7 * 86_400, gt=0)
     dead_letter_queue: str = "dms.commands.dlq"
     shard_count: int = Field(default=128, ge=1)  # per-document order: one single-active-consumer queue per shard
+    delivery_limit: int = 20  # quorum-queue redeliveries (crash loops) before RabbitMQ dead-letters
+
+
+class IntakeSettings(StageSettings):
+    """Which commands a replica reads and runs, and how many at once (worker.intake)."""
+
     in_flight_limit: int = Field(default=64, ge=1)  # commands a replica runs at once (retry backoffs not counted)
     # Unacked deliveries per held shard queue (its prefetch): how far a replica reads past a document in retry
     # backoff. The same on every replica of a fleet: raise it freely, lower it with the fleet stopped.
@@ -104,39 +144,19 @@ class Settings(BaseSettings):
     # Heartbeats a fresh (or reconnected) replica listens for the others before claiming shards. Tests of a lone
     # replica set 0; with others about, less than 2 risks taking a shard still held elsewhere for a moment.
     membership_listen_heartbeats: float = Field(default=2.0, ge=0)
-    # AMQP heartbeat asked of the broker: how soon it finds a silent replica and hands its shards on. Must be
-    # above the lease (3 membership heartbeats, worker.intake.lease) so a cut-off replica stops writing first.
-    amqp_heartbeat_s: int = Field(default=15, ge=1)
+
+
+class ResultSettings(StageSettings):
+    """How a command ends: its retry schedule and the source its result events name (worker.results)."""
+
     retry_delays_ms: list[int] = Field(default_factory=lambda: [1_000, 5_000, 30_000, 120_000])
-    delivery_limit: int = 20  # quorum-queue redeliveries (crash loops) before RabbitMQ dead-letters
     event_source: str = "urn:dms-upload-worker"
 
-    # DMS
-    destination: Destination | None = None
-    tenant_destinations: dict[uuid.UUID, Destination] = Field(default_factory=dict)
-    dms_timeout_s: float = 60.0
-    # A DMS connection whose sent bytes stay unacknowledged this long is dropped (worker.dms.stalls).
-    dms_stall_timeout_s: float = Field(default=10.0, gt=0)
-    dms_connections: int = 64
-    user_agent: str = "dms-upload-worker/0.1"
-    # Sent as X-EcmUserEnc on CMIS calls: DMS records it as the owner of the worker's checkouts, so the worker
-    # cancels a working copy left by an attempt of its own and waits for anyone else's (README, "Guarantees").
-    dms_user: str = Field(default="dms-upload-worker", min_length=1)
 
-    # SAP BTP: service bindings and the Destination service, after the DMS destinations above (README,
-    # "Running on SAP BTP"). The two binding variables are the platforms' own names, without our prefix.
-    vcap_services: SecretStr | None = Field(  # Cloud Foundry: bindings labelled sdm and destination
-        default=None, validation_alias=AliasChoices("VCAP_SERVICES", "vcap_services")
-    )
-    service_binding_root: Path | None = Field(  # servicebinding.io (Kyma): one directory per binding
-        default=None, validation_alias=AliasChoices("SERVICE_BINDING_ROOT", "service_binding_root")
-    )
-    destination_name: str = DEFAULT_DESTINATION_NAME  # asked of the Destination service
-    tenant_destination_names: dict[uuid.UUID, str] = Field(default_factory=dict)  # tenant UUID -> destination name
-    destination_cache_ttl_s: float = Field(default=300.0, gt=0)  # a looked-up destination is kept at most this long
-    ca_bundle: Path | None = None  # PEM CAs trusted for HTTPS in addition to the system's
+class CommandSettings(StageSettings):
+    """Handling one command (worker.commands.handlers): what it may upload, how content_url bodies are fetched,
+    and whom DMS sees writing."""
 
-    # validation
     # SAP's CALM guide said 10 MB until 2025-10, 120 MB since; DMS takes up to 400 MB with virus scanning.
     max_file_size: int = Field(default=10 * MIB, ge=1, le=DMS_MAX_FILE_SIZE)
     allowed_extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
@@ -150,15 +170,53 @@ class Settings(BaseSettings):
     content_fetch_concurrency: int = Field(default=16, ge=1)
     allow_active_content: bool = False  # SVG with script, HTML disguised as text: refused unless True
     max_archive_expanded_size: int = 100 * MIB  # a zip whose declared expansion exceeds this is refused
+    # Sent as X-EcmUserEnc on CMIS calls: DMS records it as the owner of the worker's checkouts, so the worker
+    # cancels a working copy left by an attempt of its own and waits for anyone else's (README, "Guarantees").
+    dms_user: str = Field(default="dms-upload-worker", min_length=1)
 
-    # operations
+
+class DmsSettings(StageSettings):
+    """The HTTP side of the DMS client: timeouts, connections, TLS trust."""
+
+    dms_timeout_s: float = 60.0
+    # A DMS connection whose sent bytes stay unacknowledged this long is dropped (worker.dms.stalls).
+    dms_stall_timeout_s: float = Field(default=10.0, gt=0)
+    dms_connections: int = 64
+    user_agent: str = "dms-upload-worker/0.1"
+    ca_bundle: Path | None = None  # PEM CAs trusted for HTTPS in addition to the system's
+
+
+class DestinationSettings(StageSettings):
+    """Which DMS a tenant's documents go to: the configured destinations, then SAP BTP's service bindings and
+    Destination service (README, "Running on SAP BTP"). The two binding variables are the platforms' own
+    names, without our prefix."""
+
+    destination: Destination | None = None
+    tenant_destinations: dict[uuid.UUID, Destination] = Field(default_factory=dict)
+    vcap_services: SecretStr | None = Field(  # Cloud Foundry: bindings labelled sdm and destination
+        default=None, validation_alias=AliasChoices("VCAP_SERVICES", "vcap_services")
+    )
+    service_binding_root: Path | None = Field(  # servicebinding.io (Kyma): one directory per binding
+        default=None, validation_alias=AliasChoices("SERVICE_BINDING_ROOT", "service_binding_root")
+    )
+    destination_name: str = DEFAULT_DESTINATION_NAME  # asked of the Destination service
+    tenant_destination_names: dict[uuid.UUID, str] = Field(default_factory=dict)  # tenant UUID -> destination name
+    destination_cache_ttl_s: float = Field(default=300.0, gt=0)  # a looked-up destination is kept at most this long
+
+
+class OperationsSettings(StageSettings):
+    """Running the process: health and metrics endpoint, shutdown, logs."""
+
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
     http_port: int | None = 8080  # health and metrics; None disables, 0 picks a free port
     shutdown_grace_s: float = 30.0
     log_level: str = "INFO"
     log_json: bool = True
 
-    # operator console (python -m worker console; worker.console): off unless started
+
+class ConsoleSettings(StageSettings):
+    """The operator console (python -m worker console; worker.console): off unless started."""
+
     console_host: str = "127.0.0.1"  # loopback: put a proxy with the platform's login in front to share it
     console_port: int = Field(default=8090, ge=0)  # 0 picks a free port
     console_users: dict[str, ConsoleUser] = Field(default_factory=dict)  # name -> role and sign-in token
@@ -167,15 +225,34 @@ class Settings(BaseSettings):
     console_replay_rate: float = Field(default=50.0, gt=0)  # a replay job's default rate, commands per second
     console_events_kept: int = Field(default=10_000, ge=100)  # result events the console remembers (feed, history)
 
-    @field_validator("amqp_url")
-    @classmethod
-    def _one_broker_url(cls, url: SecretStr) -> SecretStr:
-        return check_broker_url(url)
 
-    @field_validator("amqp_urls")
-    @classmethod
-    def _broker_urls(cls, urls: list[SecretStr]) -> list[SecretStr]:
-        return [check_broker_url(url) for url in urls]
+Stage = TypeVar("Stage", bound=StageSettings)
+
+
+class Settings(
+    # Listed last stage first: pydantic orders the fields from the last base, so they read broker to console.
+    ConsoleSettings,
+    OperationsSettings,
+    DestinationSettings,
+    DmsSettings,
+    CommandSettings,
+    ResultSettings,
+    IntakeSettings,
+    TopologySettings,
+    BrokerSettings,
+    BaseSettings,
+):
+    """Every group at once, as pydantic-settings loads it; hand a stage ``view(ItsGroup)``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        env_parse_none_str="null",
+        hide_input_in_errors=True,  # a service key or VCAP_SERVICES that fails validation holds secrets
+        frozen=False,  # the groups are frozen views; the loaded whole is what tools and tests adjust
+    )
 
     @model_validator(mode="after")
     def _lease_before_handover(self) -> Settings:
@@ -188,9 +265,13 @@ class Settings(BaseSettings):
             )
         return self
 
-    def broker_urls(self) -> list[str]:
-        """The broker addresses to try, in order: ``amqp_urls`` if given, else ``amqp_url``."""
-        return [url.get_secret_value() for url in self.amqp_urls] or [self.amqp_url.get_secret_value()]
+    def view(self, stage: type[Stage]) -> Stage:
+        """A frozen copy of one group's fields. Not validated again (they were, by the same definitions), and
+        not deep-copied: a dict in it is the one in ``Settings``."""
+        if stage not in type(self).__mro__:
+            raise TypeError(f"{stage.__name__} is not a group of Settings")
+        values = {name: getattr(self, name) for name in stage.model_fields}
+        return cast(Stage, stage.model_construct(**values))  # pydantic's mypy plugin types it as the bound
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -22,6 +22,15 @@ def test_contract_files_match_the_models() -> None:
     assert stale == [], f"contracts/ is out of date: run `python -m worker contracts --write` ({stale})"
 
 
+def test_the_contract_files_are_made_from_the_defaults_whatever_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment's own names (``DMS_WORKER_COMMAND_EXCHANGE``) must not make the checked-in files look stale."""
+    monkeypatch.setenv("DMS_WORKER_COMMAND_EXCHANGE", "elsewhere.commands")
+    monkeypatch.setenv("DMS_WORKER_SHARD_COUNT", "3")
+    assert contract_files.stale(REPO_ROOT) == []
+
+
 @pytest.mark.parametrize(
     ("schema", "command"),
     [

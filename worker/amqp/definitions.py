@@ -14,10 +14,10 @@ from worker.amqp.topology import (
     shard_queue_names,
 )
 from worker.contracts import OUTCOME_ROUTING_KEYS
-from worker.settings import Settings
+from worker.settings import TopologySettings
 
 
-def definitions(settings: Settings, vhost: str = "/") -> dict[str, Any]:
+def definitions(settings: TopologySettings, vhost: str = "/") -> dict[str, Any]:
     def queue(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": arguments}
 

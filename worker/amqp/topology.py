@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from worker.amqp.names import MODULUS_HASH_EXCHANGE, command_exchange_name, shard_queue_name
 from worker.contracts import OUTCOME_ROUTING_KEYS
-from worker.settings import Settings
+from worker.settings import TopologySettings
 
 COMMAND_KINDS = ("upload", "delete")
 SHARD_BINDING_KEY = ""  # x-modulus-hash ignores binding keys; one key for all keeps the queue order sorted
@@ -61,7 +61,7 @@ async def _declare_queue(channel: AbstractChannel, name: str, arguments: dict[st
         raise
 
 
-def command_queue_arguments(settings: Settings) -> dict[str, Any]:
+def command_queue_arguments(settings: TopologySettings) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
         "x-single-active-consumer": True,
@@ -74,7 +74,7 @@ def command_queue_arguments(settings: Settings) -> dict[str, Any]:
     }
 
 
-def results_queue_arguments(settings: Settings) -> dict[str, Any]:
+def results_queue_arguments(settings: TopologySettings) -> dict[str, Any]:
     """The catch-all results queue is bounded: past its length the oldest events are dropped, and events
     older than the TTL expire (quorum queues take both from RabbitMQ 3.10)."""
     arguments: dict[str, Any] = {"x-queue-type": "quorum"}
@@ -85,15 +85,15 @@ def results_queue_arguments(settings: Settings) -> dict[str, Any]:
     return arguments
 
 
-def command_exchange_names(settings: Settings) -> list[str]:
+def command_exchange_names(settings: TopologySettings) -> list[str]:
     return [command_exchange_name(settings.command_exchange, kind) for kind in COMMAND_KINDS]
 
 
-def shard_queue_names(settings: Settings) -> list[str]:
+def shard_queue_names(settings: TopologySettings) -> list[str]:
     return [shard_queue_name(settings.command_queue, i) for i in range(settings.shard_count)]
 
 
-def all_queue_names(settings: Settings) -> list[str]:
+def all_queue_names(settings: TopologySettings) -> list[str]:
     names = [settings.dead_letter_queue, *shard_queue_names(settings)]
     return names + ([settings.results_queue] if settings.results_queue else [])
 
@@ -106,7 +106,7 @@ class Topology:
     result_exchange: AbstractExchange
 
 
-async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
+async def declare(channel: AbstractChannel, settings: TopologySettings) -> Topology:
     quorum: dict[str, Any] = {"x-queue-type": "quorum"}
     try:
         command_exchanges = [
@@ -134,7 +134,7 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
     return Topology(shard_queue_names(settings), result_exchange)
 
 
-async def delete_all(channel: AbstractChannel, settings: Settings) -> None:
+async def delete_all(channel: AbstractChannel, settings: TopologySettings) -> None:
     """Removes every queue and exchange ``declare`` makes (tests, benchmarks, a fresh demo). Queued
     commands go with them."""
     for name in all_queue_names(settings):
@@ -163,7 +163,7 @@ async def exchange_exists(connection: AbstractConnection, name: str) -> bool:
     return True
 
 
-async def existing_queues(connection: AbstractConnection, settings: Settings) -> list[QueueState]:
+async def existing_queues(connection: AbstractConnection, settings: TopologySettings) -> list[QueueState]:
     """The topology's queues that exist now, with their depth and consumers (passive declares: nothing is
     created or touched). A missing queue closes the channel that asked, so each miss costs a new one."""
     found: list[QueueState] = []

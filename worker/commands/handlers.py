@@ -31,7 +31,7 @@ from worker.errors import (
     UnknownTenant,
     VersionLimitReached,
 )
-from worker.settings import Settings
+from worker.settings import CommandSettings
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,7 @@ class DmsClientSource(Protocol):
 class Handlers:
     def __init__(
         self,
-        settings: Settings,
+        settings: CommandSettings,  # what handling reads: limits, content fetching, the DMS user
         clients: DmsClientSource,
         repositories: TenantRepositories,
         http: aiohttp.ClientSession,

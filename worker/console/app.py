@@ -22,7 +22,7 @@ from worker.console.jobs import Jobs
 from worker.console.pages import Pages, Services, refuse
 from worker.results.dead_letters import DeadLetterQueue, Progress
 from worker.runtime.serving import start_site
-from worker.settings import Settings
+from worker.settings import ConsoleSettings, Settings
 from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,7 @@ async def running_console(settings: Settings) -> AsyncIterator[RunningConsole]:
             await cancel_and_wait(tasks)
 
         stack.push_async_callback(stop_tasks)
-        services = Services(settings, gate, index, jobs, feed, fleet, queue)
+        services = Services(settings.view(ConsoleSettings), gate, index, jobs, feed, fleet, queue)
         runner, port = await start_site(make_app(services), settings.console_host, settings.console_port)
         stack.push_async_callback(runner.cleanup)
         url = f"http://{settings.console_host}:{port}/"

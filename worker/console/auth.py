@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import TypeAdapter, ValidationError
 
-from worker.settings import ConsoleUser, Settings
+from worker.settings import ConsoleSettings, ConsoleUser
 
 SESSION_COOKIE = "dms_console_session"
 CSRF_FIELD = "csrf"
@@ -54,7 +54,7 @@ class Session:
     expires: float = field(default_factory=lambda: time.monotonic() + SESSION_LIFETIME_S)
 
 
-def console_users(settings: Settings) -> dict[str, ConsoleUser]:
+def console_users(settings: ConsoleSettings) -> dict[str, ConsoleUser]:
     """``CONSOLE_USERS`` plus those of ``CONSOLE_USERS_FILE`` (the file wins for a name in both)."""
     users = dict(settings.console_users)
     if settings.console_users_file is not None:

@@ -25,7 +25,7 @@ from worker.console.jobs import Jobs
 from worker.console.shown import age, shown_event, shown_headers
 from worker.intake.ownership import shard_ranges
 from worker.results.dead_letters import DeadLetter, DeadLetterQueue, Selection
-from worker.settings import Settings
+from worker.settings import ConsoleSettings
 
 PAGE_SIZE = 50
 FAILED_SIGN_IN_DELAY_S = 1.0
@@ -46,7 +46,7 @@ templates.filters["age"] = age
 
 @dataclass
 class Services:
-    settings: Settings
+    settings: ConsoleSettings
     gate: Gate
     index: DeadLetterIndex
     jobs: Jobs

@@ -46,7 +46,7 @@ from worker.intake.envelope import check_envelope
 from worker.intake.lease import BrokerLease
 from worker.results import policy
 from worker.results.events import failed_event, retrying_event, success_event
-from worker.settings import Settings
+from worker.settings import ResultSettings, TopologySettings
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +125,9 @@ class Incoming:
 class CommandConsumer:
     def __init__(
         self,
-        settings: Settings,
+        topology: TopologySettings,  # the command exchange (an envelope's check) and the dead-letter queue
+        results: ResultSettings,  # the retry schedule and the events' source
+        max_file_size: int,  # bounds what a body may hold (base64 and JSON around the file)
         channel: AbstractChannel,
         handlers: CommandHandlers,
         publisher: EventPublisher,
@@ -134,7 +136,8 @@ class CommandConsumer:
         settle_failure_pause_s: float = 1.0,  # no hot loop while the broker cannot take our events
         lease: BrokerLease | None = None,
     ) -> None:
-        self._settings = settings
+        self._topology = topology
+        self._results = results
         self._jitter = jitter
         self._settle_failure_pause_s = settle_failure_pause_s
         self._lease = lease  # None: no fence (tests of the consumer alone)
@@ -143,7 +146,7 @@ class CommandConsumer:
         self._handlers = handlers
         self._publisher = publisher
         self._observer = observer
-        self._max_body = max_body_bytes(settings.max_file_size)
+        self._max_body = max_body_bytes(max_file_size)
 
     def read(self, message: AbstractIncomingMessage, shard: int | None = None) -> Incoming:
         """The command, whatever ids could be read, or the reason it cannot run. Never raises: no input,
@@ -157,7 +160,7 @@ class CommandConsumer:
                 raw = decode_body(message.body, self._max_body)
                 command, ids = command_from_json(raw), ids_from_json(raw)
             check_envelope(
-                command, message.exchange, message.routing_key, message.type, self._settings.command_exchange
+                command, message.exchange, message.routing_key, message.type, self._topology.command_exchange
             )
             return Incoming(message, shard, command, ids, None, command.data.document_id)
         except WorkerError as exc:
@@ -248,14 +251,14 @@ class CommandConsumer:
                         log.exception("unexpected_error")
                         error = InternalError(f"internal error: {type(exc).__name__}")
                     tracing.mark_error(attempt_span, error)
-            decision = policy.decide(error, attempt, self._settings.retry_delays_ms, self._jitter)
+            decision = policy.decide(error, attempt, self._results.retry_delays_ms, self._jitter)
             # decide() gives RETRY only for an error, with a delay; anything else ends the attempts
             if decision.outcome is not policy.Outcome.RETRY or error is None or decision.delay_ms is None:
                 return Attempts(decision, result, error, attempt, first_at)
             log.info("command_retry_scheduled", error_code=error.code, error=error.message, delay_ms=decision.delay_ms)
             self._observer.retry_scheduled(error.code)
             notice = retrying_event(
-                self._settings.event_source, command_id, incoming.ids, error, attempt, decision.delay_ms
+                self._results.event_source, command_id, incoming.ids, error, attempt, decision.delay_ms
             )
             await self._publisher.notify(notice)  # producers and publish --wait show "retrying, next in ..."
             await park(decision.delay_ms / 1000, error.retry_sooner if isinstance(error, TransientError) else None)
@@ -282,7 +285,7 @@ class CommandConsumer:
     async def _settle(
         self, message: AbstractIncomingMessage, done: Attempts, command_id: str, ids: dict[str, Any]
     ) -> None:
-        source = self._settings.event_source
+        source = self._results.event_source
         outcome, result, error, attempt = done.decision.outcome, done.result, done.error, done.attempt
         if outcome is policy.Outcome.SUCCEEDED and result is not None:
             await self._publisher.publish(success_event(source, result))
@@ -317,7 +320,7 @@ class CommandConsumer:
         copy = persistent_copy(message, headers)
         exchange = self._channel.default_exchange
         await publish_until_confirmed(  # resent if a lost connection took the confirm, while the delivery lives
-            lambda: exchange.publish(copy, routing_key=self._settings.dead_letter_queue, mandatory=True),
+            lambda: exchange.publish(copy, routing_key=self._topology.dead_letter_queue, mandatory=True),
             what="dead-letter copy",
             still_wanted=lambda: not delivery_lost(message),
             channel=self._channel,

@@ -30,7 +30,7 @@ from worker.amqp.routing import LANES
 from worker.amqp.shard_probe import shards_of
 from worker.amqp.topology import exchange_exists
 from worker.results.dead_letters import DeadLetterQueue, Selection
-from worker.settings import Settings
+from worker.settings import TopologySettings
 
 REPLY_GRACE_S = 2.0  # how long past the listening window a live replica may take to answer
 
@@ -72,9 +72,13 @@ def refusal(census: Census, tenant_id: uuid.UUID) -> str | None:
 
 
 async def take_census(
-    connection: AbstractConnection, settings: Settings, tenant_id: uuid.UUID, scan_limit: int = 10_000
+    connection: AbstractConnection,
+    settings: TopologySettings,
+    heartbeat_s: float,  # MEMBERSHIP_HEARTBEAT_S: how long the replicas are given to answer
+    tenant_id: uuid.UUID,
+    scan_limit: int = 10_000,
 ) -> Census:
-    replicas, answered, held = await _ask_replicas(connection, settings, tenant_id)
+    replicas, answered, held = await _ask_replicas(connection, settings, heartbeat_s, tenant_id)
     queued, queues = await _unread_in_tenant_queues(connection, settings, tenant_id)
     return Census(
         replicas, answered, held, queued, queues, await _dead_letters(connection, settings, tenant_id, scan_limit)
@@ -82,7 +86,7 @@ async def take_census(
 
 
 async def _ask_replicas(
-    connection: AbstractConnection, settings: Settings, tenant_id: uuid.UUID
+    connection: AbstractConnection, settings: TopologySettings, heartbeat_s: float, tenant_id: uuid.UUID
 ) -> tuple[int, int, int]:
     """(live replicas, how many answered, what they hold of the tenant's commands)."""
     members_exchange = members_exchange_name(settings.command_queue)
@@ -127,7 +131,7 @@ async def _ask_replicas(
             await exchange.publish(request, routing_key="", mandatory=False)
         # Every live replica beats once per heartbeat: listen for 1.5 of them, then give the slow ones a moment.
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(settings.membership_heartbeat_s * 1.5)
+        await asyncio.sleep(heartbeat_s * 1.5)
         deadline = loop.time() + REPLY_GRACE_S
         while live - answers.keys() and loop.time() < deadline:
             heard.clear()
@@ -141,7 +145,7 @@ async def _ask_replicas(
 
 
 async def _unread_in_tenant_queues(
-    connection: AbstractConnection, settings: Settings, tenant_id: uuid.UUID
+    connection: AbstractConnection, settings: TopologySettings, tenant_id: uuid.UUID
 ) -> tuple[int, int]:
     """(ready commands in the shard queues the tenant's lanes land in, how many such queues)."""
     keys = [f"{tenant_id}.{lane}" for lane in range(LANES)]
@@ -163,7 +167,7 @@ async def _unread_in_tenant_queues(
 
 
 async def _dead_letters(
-    connection: AbstractConnection, settings: Settings, tenant_id: uuid.UUID, scan_limit: int
+    connection: AbstractConnection, settings: TopologySettings, tenant_id: uuid.UUID, scan_limit: int
 ) -> int:
     try:
         return len(await DeadLetterQueue(connection, settings).inspect(Selection(tenant_id=tenant_id), scan_limit))

@@ -40,7 +40,7 @@ from worker.amqp.names import (
     WORKER_ONLY_HEADERS,
 )
 from worker.amqp.routing import command_destination
-from worker.settings import Settings
+from worker.settings import TopologySettings
 
 _STRIPPED_ON_REPLAY = {*WORKER_ONLY_HEADERS, *BROKER_DEATH_HEADERS}
 
@@ -232,7 +232,9 @@ class DeadLetterQueue:
     ready). Only their descriptions stay in memory, and only as long as the caller keeps them.
     """
 
-    def __init__(self, connection: AbstractConnection, settings: Settings, progress: Progress | None = None) -> None:
+    def __init__(
+        self, connection: AbstractConnection, settings: TopologySettings, progress: Progress | None = None
+    ) -> None:
         self._connection = connection
         self._settings = settings
         self._progress = progress or _Silent()

@@ -46,8 +46,9 @@ from worker.intake.shard_consumers import ShardConsumers
 from worker.results.events import ResultPublisher
 from worker.runtime import health, logs
 from worker.runtime.metrics import WorkerMetrics
+from worker.runtime.preflight import destination_sources
 from worker.runtime.serving import start_site
-from worker.settings import Settings
+from worker.settings import CommandSettings, DestinationSettings, ResultSettings, Settings, TopologySettings
 
 log = structlog.get_logger(__name__)
 
@@ -61,13 +62,18 @@ class DmsClients:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DestinationSettings,
         session: aiohttp.ClientSession,
         tokens: TokenCache,
+        *,
+        timeout_s: float,  # DMS_TIMEOUT_S
+        user: str,  # DMS_USER
         observe: RequestObserver | None = None,
         bindings: Bindings | None = None,
     ) -> None:
         self._settings = settings
+        self._timeout_s = timeout_s
+        self._user = user
         self._session = session
         self._tokens = tokens
         self._observe = observe
@@ -88,15 +94,8 @@ class DmsClients:
         self._clients: dict[Destination | DestinationName, DmsClient] = {}
 
     def sources(self) -> DestinationSources:
-        s = self._settings  # read each time: tests (and only tests) change tenant_destinations in place
-        return DestinationSources(
-            tenant_destinations=s.tenant_destinations,
-            destination=s.destination,
-            bound_dms=self.bindings.dms,
-            destination_service=self.destination_service is not None,
-            tenant_destination_names=s.tenant_destination_names,
-            destination_name=s.destination_name,
-        )
+        # Made each time: tests (and only tests) add to tenant_destinations in place.
+        return destination_sources(self._settings, self.bindings)
 
     def for_tenant(self, tenant_id: uuid.UUID) -> DmsClient:
         choice = choose_destination(tenant_id, self.sources())
@@ -114,9 +113,7 @@ class DmsClients:
                 credentials = LookedUpCredentials(choice, self.destination_service, self._tokens)
             else:
                 credentials = ConfiguredCredentials(choice, self._tokens)
-            client = DmsClient(
-                self._session, credentials, self._settings.dms_timeout_s, self._observe, self._settings.dms_user
-            )
+            client = DmsClient(self._session, credentials, self._timeout_s, self._observe, self._user)
             self._clients[choice] = client
         return client
 
@@ -249,14 +246,16 @@ class Worker:
                 if limit.observe(operation, seconds, status, body_bytes, time.monotonic()):
                     intake.dispatcher.wake()
 
-        clients = DmsClients(s, http, tokens, observe)
+        clients = DmsClients(
+            s.view(DestinationSettings), http, tokens, timeout_s=s.dms_timeout_s, user=s.dms_user, observe=observe
+        )
         resources.push_async_callback(clients.close)  # their probes of an unreachable DMS, before the session
 
         # Any node of the cluster; on loss the next one that answers, with everything below restored.
         connection = await connect_robust([with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()])
         resources.push_async_callback(connection.close)
         repositories = TenantRepositories(BrokerTombstones(connection, s.command_exchange))
-        handlers = Handlers(s, clients, repositories, http, spool)
+        handlers = Handlers(s.view(CommandSettings), clients, repositories, http, spool)
         connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
 
         http_port: int | None = None
@@ -269,7 +268,16 @@ class Worker:
         declared = await topology.declare(channel, s)
         results = cast(AbstractExchange, ConfirmingExchange(declared.result_exchange))  # resent if unconfirmed
         lease = BrokerLease(s.membership_heartbeat_s)
-        consumer = CommandConsumer(s, channel, handlers, ResultPublisher(results), self.metrics, lease=lease)
+        consumer = CommandConsumer(
+            s.view(TopologySettings),
+            s.view(ResultSettings),
+            s.max_file_size,
+            channel,
+            handlers,
+            ResultPublisher(results),
+            self.metrics,
+            lease=lease,
+        )
         shards = intake = ShardConsumers(
             connection,
             declared.shard_queue_names,

@@ -7,7 +7,7 @@ import structlog
 
 from worker.dms.bindings import Bindings, discover
 from worker.dms.destinations import DestinationSources, readiness_target
-from worker.settings import Settings
+from worker.settings import DestinationSettings
 
 log = structlog.get_logger(__name__)
 
@@ -17,7 +17,7 @@ NO_DESTINATION_HINT = (
 )
 
 
-def destination_sources(settings: Settings, bindings: Bindings) -> DestinationSources:
+def destination_sources(settings: DestinationSettings, bindings: Bindings) -> DestinationSources:
     """Every place a destination can come from, for these settings and the discovered bindings."""
     return DestinationSources(
         tenant_destinations=settings.tenant_destinations,
@@ -29,7 +29,7 @@ def destination_sources(settings: Settings, bindings: Bindings) -> DestinationSo
     )
 
 
-def warn_if_no_destination(settings: Settings) -> None:
+def warn_if_no_destination(settings: DestinationSettings) -> None:
     """One ``no_dms_destination`` warning when no tenant can have a destination: the question ``/readyz``
     asks (``readiness_target``), answered before the broker is reached rather than only by a 503."""
     vcap = settings.vcap_services.get_secret_value() if settings.vcap_services is not None else None

@@ -16,7 +16,7 @@ from worker.dms.protocol import DmsApi, DocumentVersion, RepositoryRef
 from worker.dms.repositories import TenantRepositories
 from worker.errors import DmsRejected, DmsUnavailable, DocumentLocked, FileTooLarge, NameConflict, UnknownTenant
 from worker.producer import delete_command, upload_command
-from worker.settings import Settings
+from worker.settings import CommandSettings
 
 TENANT = uuid.uuid4()
 
@@ -108,8 +108,7 @@ def dms() -> FakeDms:
 
 @pytest.fixture
 def handlers(dms: FakeDms) -> Handlers:
-    settings = Settings(_env_file=None, max_file_size=1024)
-    return Handlers(settings, FakeClients(dms, {TENANT}), TenantRepositories(), http=None)  # type: ignore[arg-type]
+    return Handlers(CommandSettings(max_file_size=1024), FakeClients(dms, {TENANT}), TenantRepositories(), http=None)  # type: ignore[arg-type]
 
 
 SOURCE = "urn:test:producer"
@@ -153,7 +152,7 @@ async def test_a_replica_that_does_not_know_the_document_looks_it_up_once(handle
     assert dms.calls == ["createDocument", "getAllVersions", "checkOut", "checkIn"]
     dms.calls.clear()
     big = b"x" * 300 * 1024
-    handlers._settings.max_file_size = len(big)
+    handlers._settings = handlers._settings.model_copy(update={"max_file_size": len(big)})
     await fresh(handlers).handle_upload(upload_command(TENANT, doc, "a.txt", "text/plain", big), delivery("c3"))
     assert dms.calls == ["getAllVersions", "checkOut", "checkIn"]  # a large file's content is sent once
 

@@ -14,7 +14,7 @@ from worker.dms.protocol import DocumentVersion, RepositoryRef
 from worker.dms.repositories import TenantRepositories
 from worker.errors import DmsRejected, TenantOffboarded, UnknownTenant
 from worker.producer import delete_command, upload_command
-from worker.settings import Settings
+from worker.settings import CommandSettings
 
 from .test_handlers import TENANT, FakeClients, FakeDms, delivery
 
@@ -62,7 +62,7 @@ def tombstones() -> FakeTombstones:
 
 @pytest.fixture
 def handlers(dms: DeletableDms, tombstones: FakeTombstones) -> Handlers:
-    settings = Settings(_env_file=None, max_file_size=1024)
+    settings = CommandSettings(max_file_size=1024)
     repositories = TenantRepositories(tombstones)
     return Handlers(settings, FakeClients(dms, {TENANT}), repositories, http=None)  # type: ignore[arg-type]
 

@@ -19,7 +19,7 @@ from worker.console.index import KEPT_MESSAGE_LENGTH, DeadLetterIndex, letter_fr
 from worker.console.jobs import Job, Jobs
 from worker.console.shown import age, shown_event, shown_headers
 from worker.results.dead_letters import DeadLetter, Selection
-from worker.settings import ConsoleUser, Settings
+from worker.settings import ConsoleSettings, ConsoleUser
 
 TENANT = uuid.UUID("0b6c3f0e-2a7f-4a59-9d4e-5b8f6f0f2c11")
 NOW = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
@@ -63,8 +63,7 @@ class TestWhoGetsIn:
     def test_users_come_from_settings_and_a_mounted_file(self, tmp_path: Path) -> None:
         path = tmp_path / "users.json"
         path.write_text(json.dumps({"victor": {"role": "viewer", "token": "v" * 16}}))
-        settings = Settings(
-            _env_file=None,
+        settings = ConsoleSettings(
             console_users={"olga": {"role": "operator", "token": "o" * 16}},
             console_users_file=path,
         )
@@ -75,11 +74,11 @@ class TestWhoGetsIn:
 
     def test_no_users_or_an_unreadable_file_is_one_clear_error_without_the_file_content(self, tmp_path: Path) -> None:
         with pytest.raises(NoConsoleUsers, match="CONSOLE_USERS"):
-            console_users(Settings(_env_file=None))
+            console_users(ConsoleSettings())
         path = tmp_path / "users.json"
         path.write_text('{"olga": {"role": "admin", "token": "secret-token-value-1234"}}')
         with pytest.raises(NoConsoleUsers) as raised:
-            console_users(Settings(_env_file=None, console_users_file=path))
+            console_users(ConsoleSettings(console_users_file=path))
         assert "secret-token-value" not in str(raised.value) and "ValidationError" in str(raised.value)
 
     def test_short_tokens_are_refused(self) -> None:

@@ -14,7 +14,7 @@ from worker.dms.destinations import (
     choose_destination,
     readiness_target,
 )
-from worker.settings import Settings
+from worker.settings import DestinationSettings, Settings
 
 
 def test_service_key_becomes_a_destination() -> None:
@@ -67,10 +67,10 @@ def test_settings_read_destinations_from_the_environment(monkeypatch) -> None:
 
 
 def test_without_a_default_destination_unknown_tenants_have_none() -> None:
-    assert choose_destination(uuid.uuid4(), configured(Settings(_env_file=None))) is None
+    assert choose_destination(uuid.uuid4(), configured(DestinationSettings())) is None
 
 
-def configured(settings: Settings) -> DestinationSources:
+def configured(settings: DestinationSettings) -> DestinationSources:
     """The destinations the settings give, nothing bound (as the worker's DmsClients.sources reads them)."""
     return DestinationSources(
         tenant_destinations=settings.tenant_destinations,

@@ -31,7 +31,7 @@ from worker.intake.dispatcher import Withdrawn
 from worker.producer import upload_command
 from worker.results.events import to_message
 from worker.runtime.metrics import WorkerMetrics
-from worker.settings import Settings
+from worker.settings import CommandSettings, ResultSettings, TopologySettings
 
 Journal = list[tuple[Any, ...]]
 
@@ -144,26 +144,28 @@ class Rig:
     handlers: FakeHandlers
     publisher: FakePublisher
     consumer: CommandConsumer
-    settings: Settings
+    topology: TopologySettings
 
 
 def rig(
     behaviour: Callable[[int], Any], publish_fails: Exception | None = None, headers: dict[str, Any] | None = None
 ) -> Rig:
     journal: Journal = []
-    settings = Settings(_env_file=None, retry_delays_ms=[1, 1])
+    topology = TopologySettings()
     command = upload_command(uuid.uuid4(), uuid.uuid4(), "a.txt", "text/plain", b"abc")
     amqp = to_message(command, headers=headers)
     message = FakeMessage(journal, amqp.body, dict(amqp.headers or {}), command.id)
     message.exchange, message.routing_key = command_destination(
-        settings.command_exchange, command.type, command.data.tenant_id, command.data.document_id
+        topology.command_exchange, command.type, command.data.tenant_id, command.data.document_id
     )
     handlers = FakeHandlers(behaviour)
     publisher = FakePublisher(journal, fail_with=publish_fails)
     channel = FakeChannel(FakeExchange(journal))
     # Without jitter: the configured delays themselves (tests/unit/results/test_policy.py covers the jitter).
     consumer = CommandConsumer(
-        settings,
+        topology,
+        ResultSettings(retry_delays_ms=[1, 1]),
+        CommandSettings().max_file_size,
         channel,  # type: ignore[arg-type]
         handlers,
         publisher,
@@ -171,7 +173,7 @@ def rig(
         jitter=lambda delay_s: delay_s,
         settle_failure_pause_s=0.01,
     )
-    return Rig(journal, command, message, handlers, publisher, consumer, settings)
+    return Rig(journal, command, message, handlers, publisher, consumer, topology)
 
 
 async def settle(r: Rig, parked: list[float] | None = None) -> Ending:
@@ -222,7 +224,7 @@ class TestSettle:
         await settle(r)
         assert [entry[0] for entry in r.journal] == ["notice", "notice", "dead_letter", "event", "ack"]
         _, queue, headers = r.journal[2]
-        assert queue == r.settings.dead_letter_queue
+        assert queue == r.topology.dead_letter_queue
         assert headers[ATTEMPT_HEADER] == 3 and headers[ERROR_CODE_HEADER] == "dms_unavailable"
         assert headers[ERROR_MESSAGE_HEADER] == "503 from DMS"
         assert headers["x-custom"] == "kept"

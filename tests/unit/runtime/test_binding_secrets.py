@@ -43,7 +43,7 @@ async def test_binding_secrets_are_registered_with_the_log_redactor_and_kept_out
     }
     settings = Settings(_env_file=None, vcap_services=json.dumps(vcap))
     async with aiohttp.ClientSession() as http:
-        clients = DmsClients(settings, http, TokenCache(http))
+        clients = DmsClients(settings, http, TokenCache(http), timeout_s=1.0, user=settings.dms_user)
     assert clients.bindings.dms is not None and clients.destination_service is not None
     shown = repr(settings) + repr(clients.bindings) + repr(clients.bindings.dms) + str(clients.bindings.dms)
     for secret in (issued.key, "destination-binding-s3cret"):

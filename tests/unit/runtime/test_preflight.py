@@ -11,7 +11,7 @@ import pytest
 import structlog.testing
 
 from worker.runtime import preflight
-from worker.settings import Settings
+from worker.settings import DestinationSettings
 
 TENANT = uuid.UUID("0b6c3f0e-2a7f-4a59-9d4e-5b8f6f0f2c11")
 KEY: dict[str, Any] = {
@@ -28,14 +28,8 @@ DESTINATION_BINDING = {
 
 def warnings_for(**settings: Any) -> list[MutableMapping[str, Any]]:
     with structlog.testing.capture_logs() as logged:
-        preflight.warn_if_no_destination(Settings(_env_file=None, **settings))
+        preflight.warn_if_no_destination(DestinationSettings(**settings))
     return [line for line in logged if line["log_level"] == "warning"]
-
-
-@pytest.fixture(autouse=True)
-def _no_platform_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("VCAP_SERVICES", "SERVICE_BINDING_ROOT", "DMS_WORKER_DESTINATION", "DMS_WORKER_TENANT_DESTINATIONS"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def test_nothing_configured_is_one_warning_naming_the_variables() -> None:
