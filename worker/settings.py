@@ -130,9 +130,10 @@ class IntakeSettings(StageSettings):
 
     in_flight_limit: int = Field(default=64, ge=1)  # commands a replica runs at once (retry backoffs not counted)
     # Unacked deliveries per held shard queue (its prefetch): how far a replica reads past a document in retry
-    # backoff. The same on every replica of a fleet: raise it freely, lower it with the fleet stopped.
-    read_ahead: int = Field(default=64, ge=1)  # = IN_FLIGHT_LIMIT: one busy queue can still fill the replica
-    # Bytes the read-ahead may hold; past it, queues with nothing started are paused (worker.intake.shard_consumers)
+    # backoff or another tenant's backlog (at least IN_FLIGHT_LIMIT). The same on every replica of a fleet:
+    # raise it freely, lower it with the fleet stopped.
+    read_ahead: int = Field(default=1024, ge=1)
+    # Bytes the read-ahead may hold; past it the replica stops reading deliveries (worker.amqp.read_gate)
     read_ahead_bytes: int = Field(default=256 * MIB, ge=1)
     queue_poll_s: float = Field(default=1.0, gt=0)  # how often a replica reads its queues' depths (for balancing)
     tenant_weights: dict[str, float] = Field(default_factory=dict)  # tenant UUID -> share weight (default 1)

@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from aio_pika import RobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq.connection import TransportFactory
 from aiormq.exceptions import ProbableAuthenticationError
 from yarl import URL
 
@@ -63,12 +64,21 @@ def redacted(url: URL) -> str:
 class MultiAddressConnection(RobustConnection):
     """A robust connection that moves on to the next address whenever the current one fails."""
 
-    def __init__(self, urls: Sequence[str | URL], start: int = 0, backoff: Backoff = Backoff(), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        urls: Sequence[str | URL],
+        start: int = 0,
+        backoff: Backoff = Backoff(),
+        transport_factory: TransportFactory | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not urls:
             raise ValueError("at least one broker address is needed")
         self.addresses = tuple(URL(str(url)) for url in urls)
         self._index = start % len(self.addresses)
         super().__init__(self.addresses[self._index], **kwargs)
+        if transport_factory is not None:  # aio-pika passes its kwargs on to aiormq.connect, this one unparsed
+            self.kwargs["transport_factory"] = transport_factory
         self._backoff = backoff
         self._failures = 0
         self._established = False
@@ -113,13 +123,17 @@ class BrokerUnreachable(ConnectionError):
 
 
 async def connect_robust(
-    urls: Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S, backoff: Backoff = Backoff()
+    urls: Sequence[str],
+    timeout_s: float = CONNECT_TIMEOUT_S,
+    backoff: Backoff = Backoff(),
+    transport_factory: TransportFactory | None = None,
 ) -> MultiAddressConnection:
     """Connects to the first address that answers, in the order given; raises ``BrokerUnreachable`` if none
-    does. From then on the connection survives the loss of any node while another listed one answers."""
+    does. From then on the connection survives the loss of any node while another listed one answers.
+    ``transport_factory``: opens its sockets (``worker.amqp.read_gate``)."""
     errors: list[str] = []
     for start, url in enumerate(urls):
-        connection = MultiAddressConnection(urls, start=start, backoff=backoff)
+        connection = MultiAddressConnection(urls, start=start, backoff=backoff, transport_factory=transport_factory)
         try:
             await connection.connect(timeout=timeout_s)
             return connection

@@ -20,13 +20,13 @@ what                           setting                            bounds
 commands running at once       IN_FLIGHT_LIMIT (adaptive between  the load this replica puts on DMS
                                CONCURRENCY_MIN and it)
 unacked deliveries per held    READ_AHEAD (the subscription's     how far a replica reads past a parked
-shard queue                    prefetch; the same on every        or busy document; with the next one,
-                               replica, see shard_consumers)      memory
-bytes held by the read-ahead   READ_AHEAD_BYTES                   memory: past it a queue with nothing
-                               (shard_consumers pauses queues)    started is paused until half of it
+shard queue                    prefetch; the same on every        document or another tenant's backlog
+                               replica, see shard_consumers)
+bytes held by the read-ahead   READ_AHEAD_BYTES (shard_consumers  memory: past it no delivery is read
+                               stops reading, amqp.read_gate)     until half of it
 =============================  =================================  ======================================
 
-A queue the replica gives up (released, paused, or restarted after a failed settle) is *withdrawn*: its
+A queue the replica gives up (released, or restarted after a failed settle) is *withdrawn*: its
 waiting commands leave at once, a parked one is woken with ``Withdrawn``, a running one finishes its
 attempt and does not retry here. Its channel is then closed, and RabbitMQ returns every unsettled delivery
 of that channel to the head of the queue in delivery order (``shard_consumers`` says why that keeps order).
@@ -127,6 +127,14 @@ class Dispatcher(Generic[T]):
     def held_for(self, tenant: str) -> int:
         """The tenant's commands held here: running, parked in retry backoff, or waiting (the census)."""
         return sum(1 for items in self._by_queue.values() for h in items if h.tenant == tenant)
+
+    def waiting_by_queue(self) -> dict[int, int]:
+        """Per queue, its held commands never started (one pass over everything held)."""
+        return {
+            queue: waiting
+            for queue, items in self._by_queue.items()
+            if (waiting := sum(1 for h in items if h.state is State.WAITING))
+        }
 
     def held_in(self, queue: int) -> int:
         return len(self._by_queue.get(queue, ()))

@@ -18,11 +18,14 @@ has the same prefetch, on every replica: the next holder then receives everythin
 in one go (at most READ_AHEAD deliveries), so no delivery can be returned behind a later one of its queue.
 Changing READ_AHEAD across a running fleet is safe upward only; lower it with the fleet stopped.
 
-Memory: a replica holds at most READ_AHEAD deliveries per held queue. Past READ_AHEAD_BYTES held (running
-commands included), a queue is paused (its channel closed once its running commands are done, everything
-else of it returned as above) until the bytes held fall under half of that, then subscribed again; one
-with nothing started goes first. So the bodies held stay under READ_AHEAD_BYTES plus what runs (at most
-IN_FLIGHT_LIMIT commands). ``dms_worker_read_ahead_paused_queues`` shows it, and a log line each time.
+Memory: a replica holds at most READ_AHEAD deliveries per held queue, and past READ_AHEAD_BYTES held (running
+commands included) it stops reading the connection its subscriptions use (``worker.amqp.read_gate``: TCP flow
+control then holds the broker back; nothing is returned, nothing counts as a redelivery) until the bytes held
+fall under half of that. So READ_AHEAD can be deep (how far a replica reaches past another tenant's backlog)
+while the bodies held stay under READ_AHEAD_BYTES plus what one read brings in (the commands whose frames
+were already in the socket's buffer, at most one of them partly). A pause lasts at most the gate's
+``longest_s`` at a time: then one read lets the connection's heartbeats in, and the next delivery pauses it
+again. ``dms_worker_read_ahead_reading_paused`` shows it, and a log line at each start and end.
 
 Every ``poll_s`` the depth of each held queue is read (a passive declare) for balancing work between
 replicas and for the gauges; it decides nothing here. A subscribed queue whose read-ahead is less than half
@@ -36,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -46,6 +48,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from worker.amqp.confirms import delivery_lost
+from worker.amqp.read_gate import ReadGate
 from worker.amqp.routing import tenant_of_routing_key
 from worker.intake.consumer import Ending, Incoming, Park
 from worker.intake.dispatcher import Dispatcher, Held
@@ -54,12 +57,15 @@ from worker.tasks import cancel_and_wait
 log = structlog.get_logger(__name__)
 
 PROBE_CHANNELS = 4  # queue depths are read over this many channels at once (one request at a time each)
+# What a held delivery costs besides its body (aio-pika's message, its headers, the parsed command, the
+# dispatcher's entry): about 1.6 KB measured with 10,000 small commands held. Counted against
+# READ_AHEAD_BYTES, so that a deep read-ahead of small commands is bounded too.
+HELD_OVERHEAD_BYTES = 2048
 
 
 class Subscription(Enum):
     SUBSCRIBED = "subscribed"
     CLOSING = "closing"  # given back: waits for its started commands, then closes its channel
-    PAUSED = "paused"  # closed for memory; subscribed again once the read-ahead has room
     CLOSED = "closed"
 
 
@@ -86,7 +92,6 @@ class _Shard:
     retake: bool = False  # subscribe again once closed (a give-back after a failed settle)
     waiting: int = 0
     tenant: str | None = None
-    paused_at: float = 0.0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -104,13 +109,15 @@ class ShardConsumers:
         running_limit: Callable[[], int],
         read_ahead: int,
         read_ahead_bytes: int,
+        gate: ReadGate,
         poll_s: float = 1.0,
         on_taken: Callable[[int], None] | None = None,
         tenant_weights: Mapping[str, float] | None = None,
         heard: Callable[[], None] | None = None,
     ) -> None:
-        """``heard()`` is called with every delivery: it came through the broker, so the replica still hears it
-        (the lease, ``worker.intake.lease``; a burst of deliveries can hold the heartbeats up behind it)."""
+        """``connection`` carries the subscriptions and nothing else: ``gate`` (its transport factory) pauses
+        its reads. ``heard()`` is called with every delivery: it came through the broker, so the replica still
+        hears it (the lease, ``worker.intake.lease``; a burst of deliveries can hold the heartbeats up)."""
         self._connection = connection
         self._names = queue_names
         self._arguments = queue_arguments
@@ -120,6 +127,8 @@ class ShardConsumers:
         )
         self._read_ahead = read_ahead
         self._read_ahead_bytes = read_ahead_bytes
+        self._gate = gate
+        self._over_budget = False
         self._poll_s = poll_s
         self._on_taken = on_taken
         self._heard = heard or (lambda: None)
@@ -127,7 +136,6 @@ class ShardConsumers:
         self._probes: list[AbstractChannel] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
-        self._may_be_paused = False  # set at every pause, cleared when none is left (spares a scan per command)
 
     # --- for the assigner and the gauges ----------------------------------------------------------
 
@@ -137,20 +145,23 @@ class ShardConsumers:
         return 0 if known is None or known.closed.is_set() else max(1, self.dispatcher.held_in(shard))
 
     def backlog(self) -> dict[int, int]:
-        """Ready commands per shard, as last polled while held (for balancing work between replicas)."""
-        return {n: s.waiting for n, s in self._shards.items()}
+        """Commands not started per shard, for balancing work between replicas: ready in the queue (as last
+        polled while held) and waiting in the read-ahead (a deep one holds a backlog here, not in the queue)."""
+        unstarted = self.dispatcher.waiting_by_queue()
+        return {n: s.waiting + unstarted.get(n, 0) for n, s in self._shards.items()}
 
     def loads(self) -> dict[int, QueueDepth]:
         return {n: QueueDepth(s.waiting, s.tenant) for n, s in self._shards.items() if s.owned}
 
     @property
-    def paused(self) -> int:
-        return sum(1 for s in self._shards.values() if s.state is Subscription.PAUSED)
+    def reading_paused(self) -> bool:
+        return self._gate.paused
 
     # --- taking and giving back -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._probes = [await self._connection.channel() for _ in range(PROBE_CHANNELS)]
+        with self._gate.answering():
+            self._probes = [await self._connection.channel() for _ in range(PROBE_CHANNELS)]
         self._spawn(self._poll(), "shard-depths")
 
     async def take(self, number: int) -> None:
@@ -172,6 +183,7 @@ class ShardConsumers:
         """For shutdown (after the assigner released every shard): waits up to ``grace_s`` for started
         commands to finish, then cancels the rest; every channel is closed, which returns what is unsettled."""
         self._stopping = True
+        self._mind_room()  # nothing more is taken in; reading must go on for the channels' closes
         for shard in self._shards.values():
             shard.owned = shard.retake = False
             if shard.state is not Subscription.CLOSED:
@@ -192,51 +204,47 @@ class ShardConsumers:
         await cancel_and_wait(self._background)
 
     def _give_back(self, shard: _Shard, state: Subscription) -> None:
-        if shard.state in {Subscription.CLOSED, Subscription.PAUSED}:
-            shard.state = Subscription.CLOSED if state is Subscription.CLOSING else shard.state
+        if shard.state is Subscription.CLOSED:
             return
         shard.state = state
-        self._may_be_paused |= state is Subscription.PAUSED
         self.dispatcher.withdraw(shard.number)
         self._close_when_idle(shard)
 
     def _close_when_idle(self, shard: _Shard) -> None:
-        if shard.state in {Subscription.CLOSING, Subscription.PAUSED} and not self.dispatcher.started(shard.number):
+        if shard.state is Subscription.CLOSING and not self.dispatcher.started(shard.number):
             self._spawn(self._close_and_maybe_retake(shard), f"close-{shard.number}")
 
     async def _close_and_maybe_retake(self, shard: _Shard) -> None:
-        paused = shard.state is Subscription.PAUSED
         await self._close(shard)
-        if paused:
-            shard.state, shard.paused_at = Subscription.PAUSED, time.monotonic()
-            self._resume_paused()  # the read-ahead may have emptied while the channel closed
-        elif shard.retake and shard.owned and not self._stopping:
+        if shard.retake and shard.owned and not self._stopping:
             shard.retake = False
             await self._subscribe(shard)
 
     async def _subscribe(self, shard: _Shard) -> None:
-        channel = await self._connection.channel()
-        try:
-            queue = await channel.declare_queue(self._names[shard.number], durable=True, arguments=self._arguments)
-            await channel.set_qos(prefetch_count=self._read_ahead)
-            shard.channel = channel
-            shard.state = Subscription.SUBSCRIBED
-            shard.closed.clear()
-            await queue.consume(functools.partial(self._deliver, shard, channel))
-        except BaseException:
-            shard.state, shard.channel = Subscription.CLOSED, None
-            shard.closed.set()
-            with contextlib.suppress(Exception):  # the take is tried again next round, on a new channel
-                await channel.close()
-            raise
+        with self._gate.answering():
+            channel = await self._connection.channel()
+            try:
+                arguments = self._arguments
+                queue = await channel.declare_queue(self._names[shard.number], durable=True, arguments=arguments)
+                await channel.set_qos(prefetch_count=self._read_ahead)
+                shard.channel = channel
+                shard.state = Subscription.SUBSCRIBED
+                shard.closed.clear()
+                await queue.consume(functools.partial(self._deliver, shard, channel))
+            except BaseException:
+                shard.state, shard.channel = Subscription.CLOSED, None
+                shard.closed.set()
+                with contextlib.suppress(Exception):  # the take is tried again next round, on a new channel
+                    await channel.close()
+                raise
 
     async def _close(self, shard: _Shard) -> None:
         channel, shard.channel = shard.channel, None
-        if shard.state is not Subscription.PAUSED:
-            shard.state = Subscription.CLOSED
+        shard.state = Subscription.CLOSED
         if channel is not None:
             try:
-                await channel.close()  # the broker returns the channel's unsettled deliveries, in order
+                with self._gate.answering():
+                    await channel.close()  # the broker returns the channel's unsettled deliveries, in order
             except Exception as exc:  # connection gone: the broker has returned them already
                 log.info("shard_channel_close_failed", shard=shard.number, error=repr(exc))
         shard.closed.set()
@@ -250,7 +258,13 @@ class ShardConsumers:
         shard.tenant = tenant_of_routing_key(message.routing_key or "")
         incoming = self._consumer.read(message, shard.number)
         self.dispatcher.offer(
-            Held(incoming, shard.number, incoming.document, shard.tenant or "", len(message.body or b""))
+            Held(
+                incoming,
+                shard.number,
+                incoming.document,
+                shard.tenant or "",
+                len(message.body or b"") + HELD_OVERHEAD_BYTES,
+            )
         )
         self._mind_memory()
 
@@ -270,51 +284,41 @@ class ShardConsumers:
                 shard.retake = shard.owned
                 self._give_back(shard, Subscription.CLOSING)
             self._close_when_idle(shard)
-            self._resume_paused()
+            self._mind_room()
 
     # --- memory -----------------------------------------------------------------------------------
 
     def _mind_memory(self) -> None:
-        """Past READ_AHEAD_BYTES, one subscribed queue is paused: one with nothing started if any (nothing is
-        lost), else the one holding most (its waiting and parked commands go back; its running ones finish)."""
-        if self.dispatcher.held_bytes <= self._read_ahead_bytes:
+        """Past READ_AHEAD_BYTES, reading stops (again: a read past ``longest_s`` may have let more in)."""
+        if self.dispatcher.held_bytes <= self._read_ahead_bytes or self._stopping:
             return
-        subscribed = [
-            s
-            for s in self._shards.values()
-            if s.state is Subscription.SUBSCRIBED and self.dispatcher.bytes_in(s.number)
-        ]
-        if subscribed:
-            largest = max(
-                subscribed, key=lambda s: (not self.dispatcher.started(s.number), self.dispatcher.bytes_in(s.number))
-            )
+        if not self._over_budget:
+            self._over_budget = True
             log.info(
-                "read_ahead_full_queue_paused",
-                shard=largest.number,
+                "read_ahead_full_reading_paused",
                 held_bytes=self.dispatcher.held_bytes,
                 read_ahead_bytes=self._read_ahead_bytes,
+                held=self.dispatcher.held,
             )
-            self._give_back(largest, Subscription.PAUSED)
+        self._gate.pause()
 
-    def _resume_paused(self) -> None:
-        if not self._may_be_paused or self._stopping or self.dispatcher.held_bytes >= self._read_ahead_bytes // 2:
+    def _mind_room(self) -> None:
+        """Under half of READ_AHEAD_BYTES again (or stopping), reading goes on."""
+        if not self._over_budget or (self.dispatcher.held_bytes >= self._read_ahead_bytes // 2 and not self._stopping):
             return
-        paused = [s for s in self._shards.values() if s.state is Subscription.PAUSED and s.closed.is_set()]
-        if not paused:
-            self._may_be_paused = any(s.state is Subscription.PAUSED for s in self._shards.values())
-        else:
-            shard = min(paused, key=lambda s: s.paused_at)
-            shard.state = Subscription.CLOSED
-            log.info("read_ahead_queue_resumed", shard=shard.number, held_bytes=self.dispatcher.held_bytes)
-            if shard.owned:
-                self._spawn(self._subscribe(shard), f"resume-{shard.number}")
+        self._over_budget = False
+        log.info("read_ahead_reading_resumed", held_bytes=self.dispatcher.held_bytes)
+        self._gate.resume()
 
     # --- depths -----------------------------------------------------------------------------------
 
     async def _poll(self) -> None:
         while True:
+            if self._gate.overdue():  # one read: the connection's heartbeats come in; the next delivery pauses
+                self._gate.resume()
             try:
-                await self._read_depths()
+                if not self._gate.paused:  # the depths wait: asking would read what the pause holds back
+                    await self._read_depths()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker trouble: the robust connection recovers; try next round
@@ -340,7 +344,8 @@ class ShardConsumers:
                     declared = await underlays[probe].queue_declare(self._names[shard.number], passive=True)
                     shard.waiting = declared.message_count or 0
 
-        await asyncio.gather(*(look(p) for p in range(len(underlays))))
+        with self._gate.answering():
+            await asyncio.gather(*(look(p) for p in range(len(underlays))))
 
     def _spawn(self, work: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(work)

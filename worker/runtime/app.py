@@ -18,6 +18,7 @@ from worker.amqp import topology
 from worker.amqp.confirms import ConfirmingExchange
 from worker.amqp.connection import connect_robust
 from worker.amqp.names import census_exchange_name, members_exchange_name
+from worker.amqp.read_gate import ReadGate
 from worker.amqp.tombstones import BrokerTombstones
 from worker.commands.handlers import Handlers
 from worker.commands.spool import Spool
@@ -257,6 +258,14 @@ class Worker:
         repositories = TenantRepositories(BrokerTombstones(connection, s.command_exchange))
         handlers = Handlers(s.view(CommandSettings), clients, repositories, http, spool)
         connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
+        # The shard subscriptions on a connection of their own, whose reads stop while the read-ahead is full
+        # (worker.amqp.read_gate): confirms and heartbeats on the one above are read meanwhile.
+        gate = ReadGate(longest_s=s.amqp_heartbeat_s)  # aiormq gives a connection up after (it + 1) x 3 silent
+        intake_connection = await connect_robust(
+            [with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()], transport_factory=gate
+        )
+        resources.push_async_callback(intake_connection.close)
+        intake_connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
 
         http_port: int | None = None
         if s.http_port is not None:  # up before the intake and down after it: probes and metrics cover the drain
@@ -279,7 +288,7 @@ class Worker:
             lease=lease,
         )
         shards = intake = ShardConsumers(
-            connection,
+            intake_connection,
             declared.shard_queue_names,
             topology.command_queue_arguments(s),
             consumer,
@@ -287,12 +296,13 @@ class Worker:
             tenant_weights=s.tenant_weights,
             read_ahead=s.read_ahead,
             read_ahead_bytes=s.read_ahead_bytes,
+            gate=gate,
             poll_s=s.queue_poll_s,
             on_taken=handlers.forget_shard,
             heard=lease.heard,
         )
         self.metrics.watch_shards(shards.loads)
-        self.metrics.watch_intake(shards.dispatcher, lambda: limit.limit, lambda: shards.paused)
+        self.metrics.watch_intake(shards.dispatcher, lambda: limit.limit, lambda: shards.reading_paused)
         assigner = ShardAssigner(
             channel,
             members_exchange_name(s.command_queue),

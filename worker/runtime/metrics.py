@@ -187,8 +187,8 @@ class WorkerMetrics:
             "dms_worker_read_ahead_bytes", "Body bytes of the deliveries this replica holds", registry=self.registry
         )
         self.read_ahead_paused = Gauge(
-            "dms_worker_read_ahead_paused_queues",
-            "Held shard queues paused because the read-ahead reached READ_AHEAD_BYTES",
+            "dms_worker_read_ahead_reading_paused",
+            "1 while the replica reads no deliveries because the read-ahead reached READ_AHEAD_BYTES",
             registry=self.registry,
         )
         self._view = _ReplicaView(lambda: [tenant for _, tenant in self._since.values()])
@@ -209,8 +209,8 @@ class WorkerMetrics:
         """Where the shard-queue gauges come from: the held shards' loads as last polled."""
         self._view.source = loads
 
-    def watch_intake(self, intake: IntakeView, limit: Callable[[], int], paused: Callable[[], int]) -> None:
-        """Where the intake gauges come from: the dispatcher's counts, the running limit, paused queues."""
+    def watch_intake(self, intake: IntakeView, limit: Callable[[], int], paused: Callable[[], bool]) -> None:
+        """Where the intake gauges come from: the dispatcher's counts, the running limit, paused reading."""
         self.concurrency_limit.set_function(limit)
         self.waiting_for_slot.set_function(lambda: intake.runnable)
         self.held_back.set_function(lambda: intake.held_back)

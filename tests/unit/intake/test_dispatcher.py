@@ -177,3 +177,17 @@ class TestCensus:
         r.finish("X1")
         r.dispatcher.withdraw(1)
         assert (r.dispatcher.held_for("a"), r.dispatcher.held_for("b")) == (1, 0)
+
+
+class TestBacklog:
+    def test_commands_never_started_count_per_queue_for_balancing(self) -> None:
+        """A deep read-ahead holds a queue's backlog in the replica: what waits there counts as its backlog."""
+        r = Rig(limit=1)
+        r.offer("X1", queue=0)  # runs
+        r.offer("X2", queue=0)  # waits behind X1 (its document)
+        r.offer("Y1", queue=0)  # waits for a place
+        r.offer("Z1", queue=3)
+        assert r.dispatcher.waiting_by_queue() == {0: 2, 3: 1}
+        r.finish("X1")  # X2 or Y1 starts
+        r.dispatcher.withdraw(3)
+        assert r.dispatcher.waiting_by_queue() == {0: 1}

@@ -22,8 +22,8 @@ Journal = list[str]
 
 
 class FakeConnection:
-    def __init__(self, journal: Journal, channel_hangs: bool) -> None:
-        self.journal, self.channel_hangs = journal, channel_hangs
+    def __init__(self, journal: Journal, channel_hangs: bool, name: str = "connection") -> None:
+        self.journal, self.channel_hangs, self.name = journal, channel_hangs, name
         self.reconnect_callbacks: set[Any] = set()
         self.close_callbacks: set[Any] = set()
         self.channel_asked = asyncio.Event()
@@ -38,7 +38,7 @@ class FakeConnection:
         return object()
 
     async def close(self) -> None:
-        self.journal.append("connection closed")
+        self.journal.append(f"{self.name} closed")
         self.is_closed = True
         self.connected.clear()
 
@@ -51,7 +51,7 @@ class FakeIntake:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.dispatcher = type("Dispatcher", (), {"running": 0})()
-        self.paused = 0
+        self.reading_paused = False
 
     async def start(self) -> None:
         self.journal.append("intake started")
@@ -106,7 +106,10 @@ class Rig:
         self.journal: Journal = []
         self.connection = FakeConnection(self.journal, faults.get("channel_hangs", False))
 
-        async def connect_robust(_urls: Any) -> FakeConnection:
+        async def connect_robust(_urls: Any, transport_factory: Any = None) -> FakeConnection:
+            if transport_factory is not None:  # the shard subscriptions' own connection
+                self.journal.append("intake connected")
+                return FakeConnection(self.journal, False, "intake connection")
             self.journal.append("connected")
             return self.connection
 
@@ -138,7 +141,7 @@ class Rig:
         self.worker = Worker(settings)
 
 
-CLOSED_AFTER_THE_CONNECTION = ["connection closed", "http closed", "spool closed"]
+CLOSED_AFTER_THE_CONNECTION = ["intake connection closed", "connection closed", "http closed", "spool closed"]
 
 
 class TestLifecycle:
@@ -148,9 +151,9 @@ class TestLifecycle:
         rig = Rig(monkeypatch, tmp_path)
         await rig.worker.start()
         assert rig.worker.consuming() and rig.worker.parts.concurrency.limit == rig.worker.settings.in_flight_limit
-        assert rig.journal == ["connected", "intake started", "assigner started"]
+        assert rig.journal == ["connected", "intake connected", "intake started", "assigner started"]
         await rig.worker.stop(grace_s=0.5)
-        assert rig.journal[3:] == [
+        assert rig.journal[4:] == [
             "shards released",
             "intake stopped, grace 0.5",
             "assigner stopped",
@@ -158,14 +161,20 @@ class TestLifecycle:
         ]
         assert not rig.worker.consuming()
         await rig.worker.stop()  # a second stop releases nothing again
-        assert len(rig.journal) == 9
+        assert len(rig.journal) == 11
         assert not any((tmp_path / "spool").iterdir())  # the spool directory is gone
 
     async def test_a_start_failing_at_the_assigner_stops_the_intake_and_closes_the_rest(self, monkeypatch, tmp_path):
         rig = Rig(monkeypatch, tmp_path, assigner_fails=True)
         with pytest.raises(ConnectionError, match="assigner"):
             await rig.worker.start()
-        assert rig.journal == ["connected", "intake started", "intake stopped, grace 0", *CLOSED_AFTER_THE_CONNECTION]
+        assert rig.journal == [
+            "connected",
+            "intake connected",
+            "intake started",
+            "intake stopped, grace 0",
+            *CLOSED_AFTER_THE_CONNECTION,
+        ]
         with pytest.raises(RuntimeError, match="not started"):
             rig.worker.parts  # noqa: B018
         await rig.worker.stop()  # what start released is not released again
@@ -175,7 +184,7 @@ class TestLifecycle:
         rig = Rig(monkeypatch, tmp_path, topology_fails=True)
         with pytest.raises(RuntimeError, match="x-modulus-hash"):
             await rig.worker.start()
-        assert rig.journal == ["connected", *CLOSED_AFTER_THE_CONNECTION]
+        assert rig.journal == ["connected", "intake connected", *CLOSED_AFTER_THE_CONNECTION]
         assert not rig.worker.consuming()
 
     async def test_a_start_cancelled_half_way_closes_what_it_had_opened(self, monkeypatch, tmp_path):
@@ -185,4 +194,4 @@ class TestLifecycle:
         starting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await starting
-        assert rig.journal == ["connected", *CLOSED_AFTER_THE_CONNECTION]
+        assert rig.journal == ["connected", "intake connected", *CLOSED_AFTER_THE_CONNECTION]
