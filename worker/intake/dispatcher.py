@@ -139,9 +139,6 @@ class Dispatcher(Generic[T]):
     def held_in(self, queue: int) -> int:
         return len(self._by_queue.get(queue, ()))
 
-    def bytes_in(self, queue: int) -> int:
-        return sum(h.size for h in self._by_queue.get(queue, ()))
-
     # --- the life of a held command ---------------------------------------------------------------
 
     def offer(self, held: Held[T]) -> None:

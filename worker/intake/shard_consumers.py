@@ -208,6 +208,7 @@ class ShardConsumers:
             return
         shard.state = state
         self.dispatcher.withdraw(shard.number)
+        self._mind_room()  # what it held waiting is gone
         self._close_when_idle(shard)
 
     def _close_when_idle(self, shard: _Shard) -> None:
@@ -224,8 +225,8 @@ class ShardConsumers:
         with self._gate.answering():
             channel = await self._connection.channel()
             try:
-                arguments = self._arguments
-                queue = await channel.declare_queue(self._names[shard.number], durable=True, arguments=arguments)
+                name, arguments = self._names[shard.number], self._arguments
+                queue = await channel.declare_queue(name, durable=True, arguments=arguments)
                 await channel.set_qos(prefetch_count=self._read_ahead)
                 shard.channel = channel
                 shard.state = Subscription.SUBSCRIBED
