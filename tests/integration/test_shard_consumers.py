@@ -6,6 +6,7 @@ records it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -127,22 +128,34 @@ async def test_a_released_queue_returns_what_it_held_in_order_and_is_served_agai
         await shards.stop(grace_s=1)
 
 
-async def test_past_read_ahead_bytes_reading_stops_and_nothing_is_returned(
+@contextlib.asynccontextmanager
+async def paused_by_large_commands(
     connection: AbstractRobustConnection, publisher: AbstractRobustConnection, queue_names: list[str], gate: ReadGate
-) -> None:
-    """A deep read-ahead (64) of large commands (100 KB): the bytes held stop near READ_AHEAD_BYTES (300 KB)
-    instead of 40 x 100 KB, every command is then served in order, none comes back redelivered."""
-    gate.longest_s = 30.0  # no read for the connection's heartbeats while this test looks
+) -> AsyncIterator[tuple[Runner, ShardConsumers, list[str]]]:
+    """A deep read-ahead (64) of 40 large commands (100 KB) against READ_AHEAD_BYTES of 300 KB, one running at a
+    time and held until the test sets ``runner.gate``: yields once reading has stopped."""
     runner = Runner()
     shards = consumers(connection, queue_names, runner, read_ahead=64, read_ahead_bytes=300_000, limit=1, gate=gate)
     await shards.start()
     bodies = [f"{doc}:{n}:".ljust(100_000, "x") for n in range(20) for doc in "ab"]
-    most = 0
     try:
         runner.gate.clear()
         await shards.take(0)
         await publish(publisher, queue_names[0], bodies)
         await until(lambda: shards.reading_paused)
+        yield runner, shards, bodies
+    finally:
+        await shards.stop(grace_s=1)
+
+
+async def test_past_read_ahead_bytes_reading_stops_and_nothing_is_returned(
+    connection: AbstractRobustConnection, publisher: AbstractRobustConnection, queue_names: list[str], gate: ReadGate
+) -> None:
+    """The bytes held stop near READ_AHEAD_BYTES instead of 40 x 100 KB, every command is then served in order,
+    none comes back redelivered."""
+    gate.longest_s = 30.0  # no read for the connection's heartbeats while this test looks
+    async with paused_by_large_commands(connection, publisher, queue_names, gate) as (runner, shards, bodies):
+        most = 0
         for _ in range(20):
             most = max(most, shards.dispatcher.held_bytes)
             await asyncio.sleep(0.05)
@@ -153,8 +166,6 @@ async def test_past_read_ahead_bytes_reading_stops_and_nothing_is_returned(
         await until(lambda: len(runner.ran) == len(bodies))
         assert runner.ran == bodies and runner.redelivered == []
         assert not shards.reading_paused and gate.pauses >= 1
-    finally:
-        await shards.stop(grace_s=1)
 
 
 async def test_a_long_pause_reads_now_and_then_and_keeps_the_connection(
@@ -162,45 +173,25 @@ async def test_a_long_pause_reads_now_and_then_and_keeps_the_connection(
 ) -> None:
     """Past the gate's longest pause one read lets the connection's heartbeats in; the next delivery stops it."""
     gate.longest_s = 0.3
-    runner = Runner()
-    shards = consumers(connection, queue_names, runner, read_ahead=64, read_ahead_bytes=300_000, limit=1, gate=gate)
-    await shards.start()
-    bodies = [f"{doc}:{n}:".ljust(100_000, "x") for n in range(20) for doc in "ab"]
-    try:
-        runner.gate.clear()
-        await shards.take(0)
-        await publish(publisher, queue_names[0], bodies)
-        await until(lambda: shards.reading_paused)
+    async with paused_by_large_commands(connection, publisher, queue_names, gate) as (runner, shards, bodies):
         await until(lambda: gate.pauses >= 3, timeout=5)
         assert shards.reading_paused and not connection.is_closed
         runner.gate.set()
         await until(lambda: len(runner.ran) == len(bodies))
         assert runner.ran == bodies and runner.redelivered == []
-    finally:
-        await shards.stop(grace_s=1)
 
 
 async def test_a_queue_released_while_reading_is_paused_closes_promptly_and_keeps_order(
     connection: AbstractRobustConnection, publisher: AbstractRobustConnection, queue_names: list[str], gate: ReadGate
 ) -> None:
     """The close needs the broker's reply, which a paused connection would not read: reading is on for it."""
-    runner = Runner()
-    shards = consumers(connection, queue_names, runner, read_ahead=64, read_ahead_bytes=300_000, limit=1, gate=gate)
-    await shards.start()
-    bodies = [f"{doc}:{n}:".ljust(100_000, "x") for n in range(10) for doc in "ab"]
-    try:
-        runner.gate.clear()
-        await shards.take(0)
-        await publish(publisher, queue_names[0], bodies)
-        await until(lambda: shards.reading_paused)
+    async with paused_by_large_commands(connection, publisher, queue_names, gate) as (runner, shards, bodies):
         await shards.release(0)
         runner.gate.set()  # the one running finishes; the rest go back when the channel closes
         await until(lambda: shards.in_flight(0) == 0, timeout=0.9)  # before the gate's longest pause (1 s)
         await shards.take(0)
         await until(lambda: len(runner.ran) == len(bodies))
         assert runner.ran == bodies
-    finally:
-        await shards.stop(grace_s=1)
 
 
 async def test_stopping_right_after_a_shard_is_taken_ends_promptly(
