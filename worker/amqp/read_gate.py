@@ -3,9 +3,10 @@
 A consumer's prefetch counts deliveries, not bytes (RabbitMQ does not implement ``prefetch_size``), so a
 subscription deep enough to reach past another tenant's backlog would also let the broker push as many
 large commands at once. Reading stops instead: once the socket is not read, TCP's flow control holds the
-broker's writer back (RabbitMQ sets no ``send_timeout`` by default), nothing is returned to the queue, and
-nothing counts as a redelivery. What waits meanwhile sits in the broker and in the kernel's socket buffers,
-not in this process.
+broker's writer back, nothing is returned to the queue, and nothing counts as a redelivery. What waits
+meanwhile sits in the broker and in the kernel's socket buffers, not in this process. (RabbitMQ 3.10 and 4.0
+set no ``send_timeout`` in their default ``tcp_listen_options``; a broker configured with one shorter than a
+pause closes the connection instead, and its deliveries come back in order, as after any lost connection.)
 
 It pauses a whole connection, so it is only for one that carries nothing else that must be read to make
 progress: publisher confirms, membership heartbeats and the replies to channel operations would wait too.
