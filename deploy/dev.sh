@@ -30,6 +30,8 @@ ensure_venv() {
   fi
 }
 
+TEST_PROCESSES=4  # pytest-xdist processes for `test`: the tests mostly wait on timers and sockets, not on the CPU
+
 UV_VERSION=0.13.9  # the tool that writes the lock files; pinned so that two engineers' locks read alike
 
 # Both lock files resolve for every platform (--universal), so a laptop on macOS installs from them too. Extra
@@ -141,7 +143,9 @@ case "$cmd" in
     ensure_rabbitmq
     ensure_network_tools
     ensure_chromium
-    exec .venv/bin/python -m pytest "$@"
+    # Several processes (pytest-xdist); tests that share fixed resources run in one of them, by group (see
+    # tests/conftest.py). A later -n wins: `bash deploy/dev.sh test -n 0` runs in one process.
+    exec .venv/bin/python -m pytest -n "$TEST_PROCESSES" --dist loadgroup "$@"
     ;;
   broker)
     ensure_rabbitmq

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -37,6 +38,16 @@ class Replicas:
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         with (self._log_dir / f"{name}.log").open("ab") as log:  # the child keeps a descriptor of its own
             return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self._env, stdout=log, stderr=log)
+
+    async def started(self, index: int, within_s: float = 60) -> None:
+        """Until replica ``index`` has logged its start (its SIGTERM handler is in place by then): a signal sent
+        before that ends a process that never ran, as on a busy machine when the other replicas took every shard."""
+        log = self._log_dir / f"replica-{index}.log"
+        for _ in range(int(within_s / 0.1)):
+            if b"worker_started" in log.read_bytes():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"replica {index} did not start within {within_s} s")
 
     def signal(self, index: int, sig: signal.Signals) -> None:
         self.processes[index].send_signal(sig)

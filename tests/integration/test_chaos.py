@@ -95,6 +95,7 @@ async def test_replicas_killed_and_restarted_keep_order_and_write_each_command_o
 
 
 @pytest.mark.timeout(420)
+@pytest.mark.xdist_group("wide-topology")  # 128 quorum queues (~380 of the broker's descriptors): never two at once
 async def test_replicas_killed_and_stopped_while_dms_fails_keep_every_document_in_publish_order(
     make_stack: StackFactory, tmp_path: Path, record_property: Any
 ) -> None:

@@ -13,7 +13,8 @@ import pytest
 from .conftest import AMQP_URL
 from .test_cli import cli, environment, start_cli
 
-pytestmark = pytest.mark.integration
+# The demo declares fixed names (dms.demo.commands.*): its two tests run one after the other in one xdist process.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("demo")]
 
 DEMO_ENV = {"DMS_WORKER_SHARD_COUNT": "4", "DMS_WORKER_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
 REMOVED = "[demo] removed the demo's queues and exchanges (dms.demo.commands.*)"

@@ -43,6 +43,7 @@ async def test_three_replicas_share_300_uploads_in_order_and_survive_a_sigterm(
         for command in commands:
             await stack.send(command)
         first = await stack.next_events(60, timeout=60)
+        await replicas.started(0)
         replicas.signal(0, signal.SIGTERM)  # mid-run: it drains and leaves; its shards fail over
         rest = await stack.next_events(240, timeout=120)
         await asyncio.sleep(1)

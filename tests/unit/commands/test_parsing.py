@@ -11,7 +11,8 @@ from worker.contracts import MAX_FILE_NAME_CHARS, Command, DeleteCommand, Upload
 from worker.errors import InvalidCommand
 from worker.producer import delete_command, upload_command
 
-TENANT, DOC = uuid.uuid4(), uuid.uuid4()
+# Fixed, not random: DOC is in a test id, which every pytest-xdist process must collect alike.
+TENANT, DOC = uuid.UUID("7f3c2a9e-5b1d-4e8a-9c6f-2d4b8e1a3c57"), uuid.UUID("c1e8b4d2-9a7f-4c3e-8b5d-6f2a1e9c4b80")
 
 
 def parse_command(body: bytes) -> Command:

@@ -18,10 +18,12 @@ ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 64
 
 
 def docx_bytes() -> bytes:
+    """The same bytes every time (entries dated 1980-01-01, not now): they are in test ids, which every
+    pytest-xdist process must collect alike."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("word/document.xml", "<document/>")
+        archive.writestr(zipfile.ZipInfo("[Content_Types].xml"), "<Types/>")
+        archive.writestr(zipfile.ZipInfo("word/document.xml"), "<document/>")
     return buffer.getvalue()
 
 
