@@ -67,6 +67,22 @@ def test_an_overloaded_or_silent_dms_shrinks_it_by_a_quarter_per_window() -> Non
     assert limit.limit == 8  # never under the minimum
 
 
+def test_a_few_documents_failing_on_their_own_are_not_overload() -> None:
+    """4 of 40 requests answered 503 (10 %, documents' own failures): every slot stays; 10 of 40 (25 %) shrink."""
+    limit = AdaptiveLimit(maximum=64, minimum=8)
+    now = 0.0
+    for window in range(10):
+        for i in range(40):
+            limit.note_running(64)
+            now += limit.window_s / 39
+            limit.observe("create", 0.1, 503 if i % 10 == 0 else 201, 100, now)
+        assert limit.limit == 64, window
+    for i in range(40):
+        now += limit.window_s / 39
+        limit.observe("create", 0.1, 503 if i % 4 == 0 else 201, 100, now)
+    assert limit.limit == 48
+
+
 def test_operations_that_differ_at_rest_are_not_taken_for_queueing() -> None:
     # One upload: a fast query, then a slower write; both constant, nothing queues.
     limit = AdaptiveLimit(maximum=65)
