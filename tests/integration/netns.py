@@ -304,14 +304,22 @@ class NamespacedCluster:
 
 
 @contextlib.contextmanager
-def cluster_in_namespaces(size: int, purpose: str) -> Iterator[NamespacedCluster]:
-    """A started ``NamespacedCluster``, removed afterwards; where the machine cannot run one, the test fails
-    with one line. Its files are not under pytest's tmp (root's only): the nodes run as the rabbitmq user."""
+def available() -> Iterator[None]:
+    """Where the machine cannot make what the block makes (no root, ``ip`` or ``nft``), the test fails with one
+    line."""
     try:
-        cluster = NamespacedCluster(tempfile.mkdtemp(prefix=f"dms-upload-worker-{purpose}-"), size=size)
-        cluster.start()
+        yield
     except HarnessUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@contextlib.contextmanager
+def cluster_in_namespaces(size: int, purpose: str) -> Iterator[NamespacedCluster]:
+    """A started ``NamespacedCluster``, removed afterwards (see ``available``). Its files are not under
+    pytest's tmp (root's only): the nodes run as the rabbitmq user."""
+    with available():
+        cluster = NamespacedCluster(tempfile.mkdtemp(prefix=f"dms-upload-worker-{purpose}-"), size=size)
+        cluster.start()
     try:
         yield cluster
     finally:

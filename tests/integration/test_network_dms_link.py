@@ -24,17 +24,15 @@ from worker.testing.emulator.faults import FaultConfig
 
 from .conftest import Stack, open_stack
 from .history import check_history
-from .netns import HarnessUnavailable, Namespace
+from .netns import Namespace, available
 
 pytestmark = [pytest.mark.integration, pytest.mark.network]
 
 
 @pytest.fixture
 def namespace() -> Iterator[Namespace]:
-    try:
+    with available():
         made = Namespace.create()
-    except HarnessUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
     try:
         yield made
     finally:
