@@ -253,7 +253,8 @@ class Worker:
         resources.push_async_callback(clients.close)  # their probes of an unreachable DMS, before the session
 
         # Any node of the cluster; on loss the next one that answers, with everything below restored.
-        connection = await connect_robust([with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()])
+        broker_urls = [with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()]
+        connection = await connect_robust(broker_urls)
         resources.push_async_callback(connection.close)
         repositories = TenantRepositories(BrokerTombstones(connection, s.command_exchange))
         handlers = Handlers(s.view(CommandSettings), clients, repositories, http, spool)
@@ -261,9 +262,7 @@ class Worker:
         # The shard subscriptions on a connection of their own, whose reads stop while the read-ahead is full
         # (worker.amqp.read_gate): confirms and heartbeats on the one above are read meanwhile.
         gate = ReadGate(longest_s=s.amqp_heartbeat_s)  # aiormq gives a connection up after (it + 1) x 3 silent
-        intake_connection = await connect_robust(
-            [with_heartbeat(url, s.amqp_heartbeat_s) for url in s.broker_urls()], transport_factory=gate
-        )
+        intake_connection = await connect_robust(broker_urls, transport_factory=gate)
         resources.push_async_callback(intake_connection.close)
         intake_connection.reconnect_callbacks.add(lambda *_: handlers.forget_everything())
 
