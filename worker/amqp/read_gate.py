@@ -42,7 +42,7 @@ class ReadGate(TransportFactory):
         self._wanted_paused = False
         self._paused_since = 0.0
         self._answering = 0
-        self.pauses = 0  # how often reading was paused (for tests and the log)
+        self.pauses = 0  # how often reading was paused (the tests read it)
 
     async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         factory = TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()

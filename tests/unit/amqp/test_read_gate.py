@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from yarl import URL
+
 from worker.amqp.read_gate import ReadGate
 
 
@@ -75,8 +77,6 @@ async def test_a_new_connection_reads_its_handshake_even_if_the_last_one_was_pau
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        from yarl import URL
-
         _reader, writer = await gate.create(URL(f"amqp://127.0.0.1:{port}/"))
         assert not gate.paused and writer.transport.is_reading()  # type: ignore[attr-defined]
         writer.close()
