@@ -103,10 +103,12 @@ def check_file_type(
     mime = normalise_mime(declared_mime)
     if mime not in _lowered(tuple(allowed_mime_types)):
         raise UnsupportedFileType(f"MIME type {mime!r} is not allowed")
+    if expected_kinds(ext) is None and not may_be_executable(content):
+        return  # only an executable is refused here, and no executable's signature matches
     sniffed = sniff_kind(content)
     if sniffed in EXECUTABLE_KINDS:
         raise UnsupportedFileType(f"content is an executable ({sniffed}), not a {ext} document")
-    expected = EXPECTED_KINDS.get(ext)
+    expected = expected_kinds(ext)
     if expected is not None and sniffed not in expected:
         raise UnsupportedFileType(f"content looks like {sniffed or 'unknown data'}, not a {ext} file")
 
@@ -117,15 +119,34 @@ def _lowered(allowed: tuple[str, ...]) -> frozenset[str]:
     return frozenset(value.lower() for value in allowed)
 
 
+def expected_kinds(ext: str) -> set[str] | None:
+    return EXPECTED_KINDS.get(ext)
+
+
+SNIFF_BYTES = 8192
+_OWN_SIGNATURES = {"exe": (b"MZ",), "macho": (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf")}
+_EXECUTABLE_MATCHERS = [matcher for matcher in filetype.TYPES if matcher.extension in EXECUTABLE_KINDS]
+
+
 def sniff_kind(content: bytes) -> str | None:
-    """The content's real type from its leading bytes (``None`` when unknown, e.g. plain text)."""
-    head = content[:8192]
-    if head.startswith(b"MZ"):
-        return "exe"
-    if head.startswith(b"\xcf\xfa\xed\xfe") or head.startswith(b"\xfe\xed\xfa\xcf"):
-        return "macho"
-    kind = filetype.guess(head)
-    return None if kind is None else str(kind.extension)
+    """The content's real type from its leading bytes (``None`` when unknown, e.g. plain text): the first of
+    the sniffer's ~90 signatures that matches."""
+    head = content[:SNIFF_BYTES]
+    for kind, signatures in _OWN_SIGNATURES.items():
+        if head.startswith(signatures):
+            return kind
+    found = filetype.guess(head)
+    return None if found is None else str(found.extension)
+
+
+def may_be_executable(content: bytes) -> bool:
+    """Whether an executable's signature matches (then ``sniff_kind`` says which kind comes first). A name
+    with no expected kind is refused only for an executable, so this is all it needs when the answer is no:
+    a dozen signatures instead of ~90 (a tenth of the CPU an upload of a text file costs the worker)."""
+    head = content[:SNIFF_BYTES]
+    if any(head.startswith(signatures) for signatures in _OWN_SIGNATURES.values()):
+        return True
+    return filetype.match(head, _EXECUTABLE_MATCHERS) is not None
 
 
 # -- active content ---------------------------------------------------------------------------------

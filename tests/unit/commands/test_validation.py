@@ -15,6 +15,7 @@ PDF = b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 EXE = b"MZ\x90\x00\x03\x00\x00\x00" + b"\x00" * 64
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 64
+DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
 def docx_bytes() -> bytes:
@@ -123,6 +124,54 @@ def test_business_documents_pass(name: str, mime: str, content: bytes) -> None:
 def test_wrong_or_disguised_types_are_refused(name: str, mime: str, content: bytes, reason: str) -> None:
     with pytest.raises(UnsupportedFileType, match=reason):
         check(name, mime, content)
+
+
+# One sample of every signature the sniffer knows, each as the start of a file, plus text and a few mixtures.
+SIGNATURE_SAMPLES = [
+    b"plain text, nothing else",
+    b"",
+    PDF,
+    PNG,
+    EXE,
+    ELF,
+    b"\xca\xfe\xba\xbe" + b"\x00" * 64,  # Java class
+    b"\x00asm\x01\x00\x00\x00",  # WebAssembly
+    b"dex\n035\x00" + b"\x00" * 64,
+    b"\x00" * 128 + b"DICM" + b"\x00" * 64,  # DICOM: a signature away from the start
+    b"\xcf\xfa\xed\xfe" + b"\x00" * 16,  # Mach-O
+    b"PK\x03\x04" + b"\x00" * 64,
+    b"!<arch>\ndebian-binary" + b"\x00" * 64,
+    PDF + ELF,
+    b"\x00" * 128 + b"DICM" + PDF,
+]
+
+
+@pytest.mark.parametrize("content", SIGNATURE_SAMPLES, ids=range(len(SIGNATURE_SAMPLES)))
+@pytest.mark.parametrize("name", ["notes.txt", "data.csv", "data.json", "a.pdf", "photo.png", "plan.docx"])
+def test_a_decision_is_what_the_first_matching_signature_decides(name: str, content: bytes) -> None:
+    """The shortcut for names without an expected kind (only executables' signatures are tried) decides as
+    the sniffer's first match does, for every kind of content."""
+    sniffed = validation.sniff_kind(content)
+    expected = validation.expected_kinds(validation.extension_of(name))
+    refused = sniffed in validation.EXECUTABLE_KINDS or (expected is not None and sniffed not in expected)
+    mime = {"txt": "text/plain", "csv": "text/csv", "json": "application/json", "pdf": "application/pdf"}
+    declared = mime.get(validation.extension_of(name), "application/octet-stream")
+    declared = {"png": "image/png", "docx": DOCX_MIME}.get(validation.extension_of(name), declared)
+    if refused:
+        with pytest.raises(UnsupportedFileType):
+            check(name, declared, content)
+    else:
+        check(name, declared, content)
+
+
+def test_a_text_file_is_not_run_through_every_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    def every_signature(_head: bytes) -> None:
+        raise AssertionError("the full sniff ran for a text file")
+
+    monkeypatch.setattr(validation.filetype, "guess", every_signature)
+    check("notes.txt", "text/plain", b"hello " * 2000)
+    with pytest.raises(AssertionError, match="full sniff"):  # a signature of an executable: the first match decides
+        check("notes.txt", "text/plain", ELF)
 
 
 def test_tiny_limits_never_overflow() -> None:
