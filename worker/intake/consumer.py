@@ -24,6 +24,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from worker import backoff, tracing
+from worker.amqp.acks import DelayedAcks
 from worker.amqp.confirms import delivery_lost, publish_until_confirmed
 from worker.amqp.copies import persistent_copy
 from worker.amqp.names import (
@@ -135,8 +136,10 @@ class CommandConsumer:
         jitter: backoff.Jitter = backoff.jittered,
         settle_failure_pause_s: float = 1.0,  # no hot loop while the broker cannot take our events
         lease: BrokerLease | None = None,
+        acks: DelayedAcks | None = None,  # None: each ack is sent at once
     ) -> None:
         self._topology = topology
+        self._acks = acks
         self._results = results
         self._jitter = jitter
         self._settle_failure_pause_s = settle_failure_pause_s
@@ -299,7 +302,10 @@ class CommandConsumer:
             await self._publisher.publish(failed_event(source, command_id, ids, error, attempt, dead_lettered=True))
         else:  # an outcome without its result or error (a bug): never acked, so the command is not lost
             raise InternalError(f"nothing to make durable for outcome {outcome.value}")
-        await message.ack()
+        if self._acks is None:
+            await message.ack()
+        else:
+            self._acks.ack(message)  # batched with others (worker.amqp.acks); the outcome is durable already
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, attempt: int, error: WorkerError, first_at: dt.datetime

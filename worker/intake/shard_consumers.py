@@ -47,6 +47,7 @@ from typing import Any, Protocol
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from worker.amqp.acks import DelayedAcks
 from worker.amqp.confirms import delivery_lost
 from worker.amqp.read_gate import ReadGate
 from worker.amqp.routing import tenant_of_routing_key
@@ -114,6 +115,7 @@ class ShardConsumers:
         on_taken: Callable[[int], None] | None = None,
         tenant_weights: Mapping[str, float] | None = None,
         heard: Callable[[], None] | None = None,
+        acks: DelayedAcks | None = None,
     ) -> None:
         """``connection`` carries the subscriptions and nothing else: ``gate`` (its transport factory) pauses
         its reads. ``heard()`` is called with every delivery: it came through the broker, so the replica still
@@ -132,6 +134,7 @@ class ShardConsumers:
         self._poll_s = poll_s
         self._on_taken = on_taken
         self._heard = heard or (lambda: None)
+        self._acks = acks  # the consumer's: acks still waiting are sent before a channel is closed
         self._shards: dict[int, _Shard] = {}
         self._probes: list[AbstractChannel] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -244,6 +247,8 @@ class ShardConsumers:
         shard.state = Subscription.CLOSED
         if channel is not None:
             try:
+                if self._acks is not None:
+                    await self._acks.flush()  # what settled is acked, not returned
                 with self._gate.answering():
                     await channel.close()  # the broker returns the channel's unsettled deliveries, in order
             except Exception as exc:  # connection gone: the broker has returned them already

@@ -15,6 +15,7 @@ import yarl
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
 from worker.amqp import topology
+from worker.amqp.acks import DelayedAcks
 from worker.amqp.confirms import ConfirmingExchange
 from worker.amqp.connection import connect_robust
 from worker.amqp.names import census_exchange_name, members_exchange_name
@@ -276,6 +277,7 @@ class Worker:
         declared = await topology.declare(channel, s)
         results = cast(AbstractExchange, ConfirmingExchange(declared.result_exchange))  # resent if unconfirmed
         lease = BrokerLease(s.membership_heartbeat_s)
+        acks = DelayedAcks(s.ack_delay_ms / 1000)
         consumer = CommandConsumer(
             s.view(TopologySettings),
             s.view(ResultSettings),
@@ -285,6 +287,7 @@ class Worker:
             ResultPublisher(results),
             self.metrics,
             lease=lease,
+            acks=acks,
         )
         shards = intake = ShardConsumers(
             intake_connection,
@@ -299,6 +302,7 @@ class Worker:
             poll_s=s.queue_poll_s,
             on_taken=handlers.forget_shard,
             heard=lease.heard,
+            acks=acks,
         )
         self.metrics.watch_shards(shards.loads)
         self.metrics.watch_intake(shards.dispatcher, lambda: limit.limit, lambda: shards.reading_paused)
