@@ -9,8 +9,10 @@ those it runs:
 * at most ``limit()`` at once; a command sleeping in retry backoff is *parked* and does not count, so it
   holds back its own document's later commands and nothing else;
 * each free place to the tenant with the fewest running (weighted), and within a tenant to the command
-  that arrived first (a parked command whose backoff is over keeps its place, so it goes before its
-  tenant's newer arrivals).
+  issued first (its ``issued`` time, then arrival: a tenant's documents arrive over up to 16 queues, whose
+  deliveries come in bursts of one queue, so arrival order alone scrambles publish order; a parked command
+  whose backoff is over keeps its place, so it goes before its tenant's newer commands). A producer's clock
+  orders only its own tenant's commands: between tenants, ties go to the earlier arrival.
 
 The limits, all in one table (the settings are ``DMS_WORKER_*``):
 
@@ -68,6 +70,7 @@ class Held(Generic[T]):
     document: Hashable | None
     tenant: str
     size: int
+    issued: float = 0.0  # when its producer issued it (epoch seconds), as far as known; orders a tenant's
     seq: int = 0  # arrival order in this replica
     state: State = State.WAITING
     withdrawn: bool = False
@@ -92,7 +95,7 @@ class Dispatcher(Generic[T]):
         self._is_lost = is_lost
         self._seq = itertools.count()
         self._documents: dict[Hashable, deque[Held[T]]] = {}
-        self._runnable: dict[str, list[tuple[int, Held[T]]]] = {}  # tenant -> heap by arrival
+        self._runnable: dict[str, list[tuple[float, int, Held[T]]]] = {}  # tenant -> heap by issue, arrival
         self._running_by_tenant: dict[str, int] = {}
         self._by_queue: dict[int, set[Held[T]]] = {}
         self.running = 0
@@ -109,7 +112,7 @@ class Dispatcher(Generic[T]):
     def runnable(self) -> int:
         """Commands whose document lets them run, waiting for a place under the limit (entries left behind
         by a withdrawal or a cancel stay in the heaps until ``wake`` pops them, and are not counted)."""
-        return sum(1 for heap in self._runnable.values() for _, held in heap if _waits_for_a_place(held))
+        return sum(1 for heap in self._runnable.values() for *_, held in heap if _waits_for_a_place(held))
 
     @property
     def held_back(self) -> int:
@@ -221,7 +224,7 @@ class Dispatcher(Generic[T]):
         while self.running < self._limit() and self._runnable:
             tenant = min(self._runnable, key=self._priority)
             heap = self._runnable[tenant]
-            _, held = heapq.heappop(heap)
+            *_, held = heapq.heappop(heap)
             if not heap:
                 del self._runnable[tenant]
             if not _waits_for_a_place(held):
@@ -238,10 +241,10 @@ class Dispatcher(Generic[T]):
 
     def _priority(self, tenant: str) -> tuple[float, int]:
         running = self._running_by_tenant.get(tenant, 0) / max(self._weights.get(tenant, 1.0), 1e-9)
-        return running, self._runnable[tenant][0][0]
+        return running, self._runnable[tenant][0][1]
 
     def _make_runnable(self, held: Held[T]) -> None:
-        heapq.heappush(self._runnable.setdefault(held.tenant, []), (held.seq, held))
+        heapq.heappush(self._runnable.setdefault(held.tenant, []), (held.issued, held.seq, held))
 
     def _begin_running(self, held: Held[T]) -> None:
         held.state = State.RUNNING

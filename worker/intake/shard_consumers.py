@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -270,6 +272,7 @@ class ShardConsumers:
                 incoming.document,
                 shard.tenant or "",
                 len(message.body or b"") + HELD_OVERHEAD_BYTES,
+                issued_at(incoming),
             )
         )
         self._mind_memory()
@@ -359,6 +362,16 @@ class ShardConsumers:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+def issued_at(incoming: Incoming) -> float:
+    """When the command was issued (epoch seconds): its CloudEvent ``time``, else the AMQP timestamp, else now.
+    It orders only its own tenant's commands in the dispatcher, so a wrong clock costs no one else."""
+    message, command = incoming.message, incoming.command
+    stamp = (command.time if command is not None else None) or message.timestamp
+    if stamp is None:
+        return time.time()
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

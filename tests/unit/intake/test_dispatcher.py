@@ -20,10 +20,18 @@ class Rig:
             lambda held: self.started.append(held.payload), lambda: self.limit, is_lost=lambda p: p in self.lost
         )
 
-    def offer(self, name: str, document: str | None = None, tenant: str = "t", queue: int = 0, size: int = 1) -> None:
+    def offer(
+        self,
+        name: str,
+        document: str | None = None,
+        tenant: str = "t",
+        queue: int = 0,
+        size: int = 1,
+        issued: float = 0,
+    ) -> None:
         """``name`` like "X1": document X unless given."""
         doc = name[0] if document is None else document
-        held = self.held[name] = Held(name, queue, doc or None, tenant, size)
+        held = self.held[name] = Held(name, queue, doc or None, tenant, size, issued)
         self.dispatcher.offer(held)
 
     def finish(self, name: str) -> None:
@@ -50,6 +58,35 @@ class TestOrder:
         r.offer("?1", document="")
         r.offer("?2", document="")
         assert r.started == ["X1", "?1", "?2"]
+
+
+class TestIssueOrder:
+    """Within a tenant the command issued first runs first, whichever queue delivered it first."""
+
+    def test_a_tenants_commands_run_in_the_order_they_were_issued(self) -> None:
+        r = Rig(limit=0)
+        r.offer("A1", issued=3, queue=1)  # queue 1's burst arrives before queue 2's
+        r.offer("B1", issued=4, queue=1)
+        r.offer("C1", issued=1, queue=2)
+        r.offer("D1", issued=2, queue=2)
+        r.limit = 4
+        r.dispatcher.wake()
+        assert r.started == ["C1", "D1", "A1", "B1"]
+
+    def test_a_document_keeps_its_delivery_order_whatever_its_times(self) -> None:
+        r = Rig(limit=1)
+        r.offer("X1", issued=5)
+        r.offer("X2", issued=1)  # a producer's clock does not reorder one document
+        r.finish("X1")
+        assert r.started == ["X1", "X2"]
+
+    def test_between_tenants_a_clock_far_in_the_past_wins_nothing(self) -> None:
+        r = Rig(limit=0)
+        r.offer("A1", document="a1", tenant="A")
+        r.offer("B1", document="b1", tenant="B", issued=-1e12)
+        r.limit = 1
+        r.dispatcher.wake()
+        assert r.started == ["A1"]  # A's arrived first; B's old time orders only B's own commands
 
 
 class TestLimit:
