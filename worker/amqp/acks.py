@@ -5,7 +5,7 @@ queue writes each one to its Raft log as a settle command. So a settled delivery
 ``delay_s`` (``ACK_DELAY_MS``) and goes with the others of its channel: ``basic.ack`` with ``multiple`` for the
 run of tags from the channel's lowest unacked one, one frame each for the done tags past a gap. With a
 replica's deliveries spread over a tenant's 16 lanes, this cut the broker's CPU per upload by a third
-(``python -m tests.bench faststream``; README, Throughput).
+(``python -m tests.bench faststream``; README, Benchmarks).
 
 Waiting never makes an outcome less durable: a delivery is handed here only once its outcome is (the result
 event or the dead-letter copy confirmed). An ack lost with its channel is a redelivery, which the command's

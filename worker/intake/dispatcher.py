@@ -70,7 +70,7 @@ class Held(Generic[T]):
     document: Hashable | None
     tenant: str
     size: int
-    issued: float = 0.0  # when its producer issued it (epoch seconds), as far as known; orders a tenant's
+    issued: float = 0.0  # when its producer issued it (epoch seconds, as far as known): orders its tenant's
     seq: int = 0  # arrival order in this replica
     state: State = State.WAITING
     withdrawn: bool = False

@@ -365,13 +365,15 @@ class ShardConsumers:
 
 
 def issued_at(incoming: Incoming) -> float:
-    """When the command was issued (epoch seconds): its CloudEvent ``time``, else the AMQP timestamp, else now.
-    It orders only its own tenant's commands in the dispatcher, so a wrong clock costs no one else."""
+    """When the command was issued (epoch seconds): its CloudEvent ``time``, else the AMQP timestamp, never later
+    than now (a time in the future would keep it behind its tenant's newer commands). It orders only its own
+    tenant's commands in the dispatcher, so a wrong clock costs no one else."""
     message, command = incoming.message, incoming.command
     stamp = (command.time if command is not None else None) or message.timestamp
+    now = time.time()
     if stamp is None:
-        return time.time()
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp()
+        return now
+    return min(now, (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp())
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -228,3 +228,20 @@ class TestBacklog:
         r.finish("X1")  # X2 or Y1 starts
         r.dispatcher.withdraw(3)
         assert r.dispatcher.waiting_by_queue() == {0: 1}
+
+
+def test_an_issue_time_in_the_future_counts_as_now() -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from worker.intake.shard_consumers import issued_at
+
+    later = datetime.now(UTC) + timedelta(days=3650)
+    incoming = cast(Any, SimpleNamespace(message=SimpleNamespace(timestamp=later), command=None))
+    assert issued_at(incoming) <= datetime.now(UTC).timestamp()
+    earlier = datetime(2026, 1, 1, tzinfo=UTC)
+    incoming = cast(
+        Any, SimpleNamespace(message=SimpleNamespace(timestamp=None), command=SimpleNamespace(time=earlier))
+    )
+    assert issued_at(incoming) == earlier.timestamp()
