@@ -31,10 +31,9 @@ async def test_only_settled_deliveries_are_acked_and_the_rest_come_back_in_order
             assert [m.body for m in held if m] == [str(n).encode() for n in range(1, 9)]
             acks = DelayedAcks(delay_s=30)  # only flush sends
             for n in (1, 2, 4, 5, 8):  # 3, 6 and 7 are still "running"
-                acks.ack(held[n - 1])
+                acks.later(held[n - 1], None)
             await acks.flush()
-            acks.ack(held[2])  # 3: a run through 4 and 5, which were acked alone
-            await acks.flush()
+            await acks.now(held[2])  # 3: a run through 4 and 5, which were acked alone
             assert not consuming.is_closed  # no ack of an unknown tag
             await consuming.close()  # 6 and 7 were never acked: they come back, in order
             back: list[bytes] = []

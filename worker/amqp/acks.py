@@ -1,16 +1,24 @@
 """Acks settled deliveries in as few frames as their delivery order allows.
 
 Every ack frame costs the broker a wake-up of the connection's reader, the channel and the queue, and a quorum
-queue writes each one to its Raft log as a settle command. So a settled delivery's ack waits up to
+queue writes each one to its Raft log as a settle command. So the ack of a succeeded upload waits up to
 ``delay_s`` (``ACK_DELAY_MS``) and goes with the others of its channel: ``basic.ack`` with ``multiple`` for the
 run of tags from the channel's lowest unacked one, one frame each for the done tags past a gap. With a
-replica's deliveries spread over a tenant's 16 lanes, this cut the broker's CPU per upload by a third
-(``python -m tests.bench faststream``; README, Benchmarks).
+replica's deliveries spread over a tenant's 16 lanes, this cut the broker's CPU per upload by a quarter to a
+third (``python -m tests.bench faststream``; README, Benchmarks).
 
 Waiting never makes an outcome less durable: a delivery is handed here only once its outcome is (the result
-event or the dead-letter copy confirmed). An ack lost with its channel is a redelivery, which the command's
-marker absorbs (its result event comes again, naming the same version), as one lost on the wire always was.
-Whoever closes a channel on purpose calls ``flush`` first, so a give-back or a shutdown loses none.
+event or the dead-letter copy confirmed). What a crash can do is return a settled delivery, which runs again;
+so only what runs again to the same outcome waits:
+
+* a succeeded upload runs again to the version it wrote (its marker is found in the document's versions);
+* anything else is acked at once (``now``), with whatever waits: a failed or dead-lettered command could
+  succeed when run again, and a delete run again could find a document written after it;
+* a document's next command does not start while its last one's ack waits (``pending_for``; the caller
+  flushes first): a command run again never finds its document's later versions.
+
+An ack lost with its channel is a redelivery, as one lost on the wire always was. Whoever closes a channel on
+purpose calls ``flush`` first, so a give-back or a shutdown returns nothing that was settled.
 
 ``multiple`` acks every unacked delivery of the channel up to its tag, and RabbitMQ closes the channel if
 that tag is not an unacked one. Delivery tags count 1, 2, 3, ... per channel, and a shard channel has one
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -65,24 +74,25 @@ class DelayedAcks:
     def __init__(self, delay_s: float) -> None:
         self._delay_s = delay_s
         self._channels: WeakKeyDictionary[Any, ChannelAcks] = WeakKeyDictionary()  # aiormq channel -> its acks
+        self._documents: set[Hashable] = set()  # documents whose last command's ack waits
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
-    def ack(self, message: AbstractIncomingMessage) -> None:
-        """The delivery's outcome is durable: ack it soon (never raises; a channel gone meanwhile returned it)."""
-        tag = message.delivery_tag
-        try:
-            channel = message.channel
-        except Exception:  # aio-pika raises for a channel that is gone: the broker has the delivery back
-            return
-        if tag is None:
-            return
-        acks = self._channels.get(channel)
-        if acks is None:
-            acks = self._channels[channel] = ChannelAcks()
-        acks.done.add(tag)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._send_all)
+    def later(self, message: AbstractIncomingMessage, document: Hashable | None) -> None:
+        """A succeeded upload: ack it within ``delay_s`` (never raises; a channel gone meanwhile returned it)."""
+        if self._add(message):
+            if document is not None:
+                self._documents.add(document)
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._send_all)
+
+    async def now(self, message: AbstractIncomingMessage) -> None:
+        """Any other outcome: ack it, and whatever waits, at once."""
+        self._add(message)
+        await self.flush()
+
+    def pending_for(self, document: Hashable | None) -> bool:
+        return document is not None and document in self._documents
 
     async def flush(self) -> None:
         """Sends every ack waiting now and waits until they are written (before a channel is closed)."""
@@ -90,10 +100,25 @@ class DelayedAcks:
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
+    def _add(self, message: AbstractIncomingMessage) -> bool:
+        tag = message.delivery_tag
+        try:
+            channel = message.channel
+        except Exception:  # aio-pika raises for a channel that is gone: the broker has the delivery back
+            return False
+        if tag is None:
+            return False
+        acks = self._channels.get(channel)
+        if acks is None:
+            acks = self._channels[channel] = ChannelAcks()
+        acks.done.add(tag)
+        return True
+
     def _send_all(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._documents.clear()
         for channel, acks in list(self._channels.items()):
             frames = acks.frames() if acks.done else []
             if frames:

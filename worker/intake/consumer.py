@@ -40,7 +40,14 @@ from worker.amqp.names import (
 from worker.amqp.routing import tenant_of_routing_key
 from worker.commands.delivery import Delivery, gate_dms_calls
 from worker.commands.parsing import command_from_json, decode_body, ids_from_json, max_body_bytes, valid_command
-from worker.contracts import CloudEvent, Command, DeleteCommand, DeleteSucceededData, UploadSucceededData
+from worker.contracts import (
+    CloudEvent,
+    Command,
+    DeleteCommand,
+    DeleteSucceededData,
+    UploadCommand,
+    UploadSucceededData,
+)
 from worker.errors import InternalError, InvalidCommand, TransientError, WorkerError
 from worker.intake.dispatcher import Withdrawn
 from worker.intake.envelope import check_envelope
@@ -214,7 +221,7 @@ class CommandConsumer:
                     return Ending.LOST
                 tracing.record_outcome(span, outcome, done.result, done.error, done.attempt)
                 try:
-                    await self._settle(message, done, command_id, ids)
+                    await self._settle(incoming, done, command_id, ids)
                 except Exception as exc:
                     if delivery_lost(message):
                         log.info("settle_lost_with_channel", error=repr(exc), outcome=outcome)
@@ -285,10 +292,8 @@ class CommandConsumer:
         if delivery_lost(message):
             raise Withdrawn
 
-    async def _settle(
-        self, message: AbstractIncomingMessage, done: Attempts, command_id: str, ids: dict[str, Any]
-    ) -> None:
-        source = self._results.event_source
+    async def _settle(self, incoming: Incoming, done: Attempts, command_id: str, ids: dict[str, Any]) -> None:
+        message, source = incoming.message, self._results.event_source
         outcome, result, error, attempt = done.decision.outcome, done.result, done.error, done.attempt
         if outcome is policy.Outcome.SUCCEEDED and result is not None:
             await self._publisher.publish(success_event(source, result))
@@ -304,8 +309,10 @@ class CommandConsumer:
             raise InternalError(f"nothing to make durable for outcome {outcome.value}")
         if self._acks is None:
             await message.ack()
+        elif outcome is policy.Outcome.SUCCEEDED and isinstance(incoming.command, UploadCommand):
+            self._acks.later(message, incoming.document)  # runs again to the same version (worker.amqp.acks)
         else:
-            self._acks.ack(message)  # batched with others (worker.amqp.acks); the outcome is durable already
+            await self._acks.now(message)
 
     async def _dead_letter(
         self, message: AbstractIncomingMessage, attempt: int, error: WorkerError, first_at: dt.datetime

@@ -286,6 +286,8 @@ class ShardConsumers:
     async def _run(self, shard: _Shard, held: Held[Incoming]) -> None:
         ending = Ending.WITHDRAWN
         try:
+            if self._acks is not None and self._acks.pending_for(held.document):
+                await self._acks.flush()  # its document's last command is acked before this one starts
             ending = await self._consumer.run(held.payload, functools.partial(self.dispatcher.park, held))
         finally:
             self.dispatcher.finished(held)
