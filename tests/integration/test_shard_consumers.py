@@ -15,6 +15,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from worker.amqp.acks import DelayedAcks
 from worker.amqp.connection import connect_robust
 from worker.amqp.read_gate import ReadGate
 from worker.intake.consumer import Ending, Incoming, Park
@@ -216,5 +217,46 @@ async def test_every_delivery_renews_the_lease(
         await publish(publisher, queue_names[0], [f"d{n}:{n}" for n in range(5)])
         await until(lambda: len(runner.ran) == 5)
         assert len(heard) == 5
+    finally:
+        await shards.stop(grace_s=1)
+
+
+class AcksLater(Runner):
+    """Settles each command as the worker settles a succeeded upload (its ack waits), and "crashes" (closes its
+    channel, so the broker returns what is unacked) the first time ``crash_on`` runs."""
+
+    def __init__(self, acks: DelayedAcks, crash_on: str) -> None:
+        super().__init__()
+        self.acks = acks
+        self.crash_on = crash_on
+
+    async def run(self, incoming: Incoming, park: Park) -> Ending:
+        message = incoming.message
+        body = message.body.decode()
+        if body == self.crash_on and not message.redelivered:
+            await message.channel.close()  # the robust channel opens a new one and consumes again
+            return Ending.LOST
+        self.ran.append(body)
+        if message.redelivered:
+            self.redelivered.append(body)
+        self.acks.later(message, incoming.document)
+        return Ending.SETTLED
+
+
+async def test_a_crash_while_a_documents_next_command_runs_returns_only_that_command(
+    connection: AbstractRobustConnection, publisher: AbstractRobustConnection, queue_names: list[str]
+) -> None:
+    """A succeeded upload's ack may wait (worker.amqp.acks), but not past the start of its document's next
+    command: run again then, it would find that command's version."""
+    acks = DelayedAcks(delay_s=30)  # nothing goes by the timer in this test
+    runner = AcksLater(acks, crash_on="a:1")
+    shards = consumers(connection, queue_names, runner, acks=acks)
+    await shards.start()
+    try:
+        await shards.take(0)
+        await publish(publisher, queue_names[0], ["a:0", "a:1"])
+        await until(lambda: "a:1" in runner.ran)
+        assert runner.ran == ["a:0", "a:1"]
+        assert runner.redelivered == ["a:1"]  # a:0 was acked before a:1 started
     finally:
         await shards.stop(grace_s=1)
