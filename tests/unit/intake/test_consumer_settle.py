@@ -147,8 +147,24 @@ class Rig:
     topology: TopologySettings
 
 
+class FakeAcks:
+    """``worker.amqp.acks.DelayedAcks`` as the consumer sees it: which way each ack goes, in the journal."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def later(self, message: Any, document: Any) -> None:
+        self.journal.append(("ack later",))
+
+    async def now(self, message: Any) -> None:
+        self.journal.append(("ack now",))
+
+
 def rig(
-    behaviour: Callable[[int], Any], publish_fails: Exception | None = None, headers: dict[str, Any] | None = None
+    behaviour: Callable[[int], Any],
+    publish_fails: Exception | None = None,
+    headers: dict[str, Any] | None = None,
+    batched_acks: bool = False,
 ) -> Rig:
     journal: Journal = []
     topology = TopologySettings()
@@ -172,6 +188,7 @@ def rig(
         WorkerMetrics(),
         jitter=lambda delay_s: delay_s,
         settle_failure_pause_s=0.01,
+        acks=FakeAcks(journal) if batched_acks else None,  # type: ignore[arg-type]
     )
     return Rig(journal, command, message, handlers, publisher, consumer, topology)
 
@@ -183,6 +200,25 @@ async def settle(r: Rig, parked: list[float] | None = None) -> Ending:
         await asyncio.sleep(delay_s)
 
     return await r.consumer.run(r.consumer.read(r.message), park)  # type: ignore[arg-type]
+
+
+class TestBatchedAcks:
+    """Only a succeeded upload's ack may wait (it runs again to the same version); any other outcome's goes now."""
+
+    async def test_a_succeeded_upload_is_acked_later(self) -> None:
+        r = rig(succeed, batched_acks=True)
+        assert await settle(r) is Ending.SETTLED
+        assert r.journal == [("event", "dms.upload.succeeded"), ("ack later",)]
+
+    async def test_a_failed_command_is_acked_now(self) -> None:
+        r = rig(fail_with(FileTooLarge("too big")), batched_acks=True)
+        await settle(r)
+        assert r.journal == [("event", "dms.upload.failed"), ("ack now",)]
+
+    async def test_a_dead_lettered_command_is_acked_now(self) -> None:
+        r = rig(fail_with(DmsUnavailable("503")), batched_acks=True)
+        await settle(r)
+        assert r.journal[-1] == ("ack now",)
 
 
 class TestSettle:
