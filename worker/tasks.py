@@ -18,16 +18,29 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
-async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], again_after_s: float = 0.5) -> None:
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Future[Any]], again_after_s: float = 0.5, give_up_after_s: float | None = None
+) -> None:
     """Cancels ``tasks`` and returns once every one has ended (whatever each raised), cancelling a task that
-    went on again every ``again_after_s``."""
+    went on again every ``again_after_s``; with ``give_up_after_s``, returns by then whatever is left (logged)."""
     tasks = list(tasks)
     running = {task for task in tasks if not task.done()}
+    deadline = None if give_up_after_s is None else asyncio.get_running_loop().time() + give_up_after_s
     while running:
         for task in running:
             task.cancel()
-        _, running = await asyncio.wait(running, timeout=again_after_s)
+        wait_s = again_after_s
+        if deadline is not None:
+            wait_s = min(wait_s, deadline - asyncio.get_running_loop().time())
+            if wait_s <= 0:
+                log.warning("tasks_left_running", tasks=sorted(_name(task) for task in running))
+                break
+        _, running = await asyncio.wait(running, timeout=wait_s)
         for task in running:
-            log.warning("task_cancelled_again", task=task.get_name() if isinstance(task, asyncio.Task) else repr(task))
+            log.warning("task_cancelled_again", task=_name(task))
     # Retrieve what they raised, so that nothing is reported as "exception never retrieved".
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*(task for task in tasks if task.done()), return_exceptions=True)
+
+
+def _name(task: asyncio.Future[Any]) -> str:
+    return task.get_name() if isinstance(task, asyncio.Task) else repr(task)

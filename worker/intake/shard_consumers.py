@@ -201,9 +201,9 @@ class ShardConsumers:
         running = [task for shard in self._shards.values() for task in shard.tasks]
         if running:
             log.info("drain_grace_over", cancelled=len(running))
-            for task in running:
-                task.cancel()
-            await asyncio.wait(running, timeout=5)
+            # Once more after 4 s (a cancel lost to asyncio.wait_for's race), but no sooner: a command's
+            # cleanup (a checkout cancelled in DMS) may take a round trip; whatever is left after 5 s is left.
+            await cancel_and_wait(running, again_after_s=4, give_up_after_s=5)
         for shard in self._shards.values():
             await self._close(shard)
         await cancel_and_wait(self._background)
