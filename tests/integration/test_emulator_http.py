@@ -407,7 +407,9 @@ async def test_answer_ms_holds_each_answer_from_its_arrival_work_included(api: A
         return loop.time() - started
 
     took = await asyncio.gather(*(timed() for _ in range(20)))  # a burst: each waits from its own arrival
-    assert all(0.3 <= t < 0.6 for t in took), took
+    # Answers one after another would take 0.3, 0.6, ... 6 s; the bound leaves room for a loaded CI box (four
+    # test processes and the broker on two cores made 0.60 s once) and still fails from the 5th answer on.
+    assert all(0.3 <= t < 1.5 for t in took), took
     await api.http.post(api.base + "_emulator/faults", json={"answer_ms": 0})
     assert await timed() < 0.3
 
