@@ -8,6 +8,8 @@ through the upload exchange, and a command routed as another document's cannot r
 
 from __future__ import annotations
 
+import datetime as dt
+
 from worker.amqp.routing import command_destination
 from worker.contracts import Command
 from worker.errors import InvalidCommand
@@ -26,3 +28,12 @@ def check_envelope(
         )
     if amqp_type and amqp_type != command.type:
         raise InvalidCommand(f"AMQP type {amqp_type!r} disagrees with the CloudEvent type {command.type!r}")
+
+
+def issued_at(command_time: dt.datetime | None, amqp_timestamp: dt.datetime | None) -> dt.datetime | None:
+    """When the producer issued a command: its CloudEvent ``time``, else the AMQP ``timestamp`` (a naive one
+    is UTC, as aio-pika reads it); None when neither says."""
+    stamp = command_time or amqp_timestamp
+    if stamp is None:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)

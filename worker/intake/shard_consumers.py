@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -55,6 +54,7 @@ from worker.amqp.read_gate import ReadGate
 from worker.amqp.routing import tenant_of_routing_key
 from worker.intake.consumer import Ending, Incoming, Park
 from worker.intake.dispatcher import Dispatcher, Held
+from worker.intake.envelope import issued_at
 from worker.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -272,7 +272,7 @@ class ShardConsumers:
                 incoming.document,
                 shard.tenant or "",
                 len(message.body or b"") + HELD_OVERHEAD_BYTES,
-                issued_at(incoming),
+                issue_order(incoming),
             )
         )
         self._mind_memory()
@@ -366,16 +366,13 @@ class ShardConsumers:
         task.add_done_callback(_log_failure)
 
 
-def issued_at(incoming: Incoming) -> float:
-    """When the command was issued (epoch seconds): its CloudEvent ``time``, else the AMQP timestamp, never later
-    than now (a time in the future would keep it behind its tenant's newer commands). It orders only its own
-    tenant's commands in the dispatcher, so a wrong clock costs no one else."""
-    message, command = incoming.message, incoming.command
-    stamp = (command.time if command is not None else None) or message.timestamp
-    now = time.time()
-    if stamp is None:
-        return now
-    return min(now, (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).timestamp())
+def issue_order(incoming: Incoming) -> float:
+    """When the command was issued (epoch seconds, ``worker.intake.envelope.issued_at``), never later than now
+    (a time in the future would keep it behind its tenant's newer commands); now when unknown. It orders only
+    its own tenant's commands in the dispatcher, so a wrong clock costs no one else."""
+    command, now = incoming.command, time.time()
+    stamp = issued_at(command.time if command is not None else None, incoming.message.timestamp)
+    return now if stamp is None else min(now, stamp.timestamp())
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

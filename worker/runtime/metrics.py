@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from worker.contracts import COMMAND_TYPES
 from worker.errors import TransientError, UnknownTenant, WorkerError
+from worker.intake.envelope import issued_at
 from worker.results.policy import Outcome
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -238,10 +239,9 @@ class WorkerMetrics:
         self, command_type: str, issued: dt.datetime | None, amqp_timestamp: dt.datetime | None
     ) -> float | None:
         """Seconds the command waited before its first attempt (clock skew clamped at 0), or None if unknown."""
-        since = issued or amqp_timestamp
+        since = issued_at(issued, amqp_timestamp)
         if since is None:
             return None
-        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
         waited = max(0.0, (dt.datetime.now(dt.UTC) - since).total_seconds())
         self.queue_wait.labels(type=command_type).observe(waited)
         return waited

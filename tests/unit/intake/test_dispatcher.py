@@ -235,13 +235,13 @@ def test_an_issue_time_in_the_future_counts_as_now() -> None:
     from types import SimpleNamespace
     from typing import Any, cast
 
-    from worker.intake.shard_consumers import issued_at
+    from worker.intake.shard_consumers import issue_order
 
     later = datetime.now(UTC) + timedelta(days=3650)
     incoming = cast(Any, SimpleNamespace(message=SimpleNamespace(timestamp=later), command=None))
-    assert issued_at(incoming) <= datetime.now(UTC).timestamp()
+    assert issue_order(incoming) <= datetime.now(UTC).timestamp()
     earlier = datetime(2026, 1, 1, tzinfo=UTC)
     incoming = cast(
         Any, SimpleNamespace(message=SimpleNamespace(timestamp=None), command=SimpleNamespace(time=earlier))
     )
-    assert issued_at(incoming) == earlier.timestamp()
+    assert issue_order(incoming) == earlier.timestamp()
