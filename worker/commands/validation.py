@@ -103,12 +103,12 @@ def check_file_type(
     mime = normalise_mime(declared_mime)
     if mime not in _lowered(tuple(allowed_mime_types)):
         raise UnsupportedFileType(f"MIME type {mime!r} is not allowed")
-    if expected_kinds(ext) is None and not may_be_executable(content):
+    expected = EXPECTED_KINDS.get(ext)
+    if expected is None and not may_be_executable(content):
         return  # only an executable is refused here, and no executable's signature matches
     sniffed = sniff_kind(content)
     if sniffed in EXECUTABLE_KINDS:
         raise UnsupportedFileType(f"content is an executable ({sniffed}), not a {ext} document")
-    expected = expected_kinds(ext)
     if expected is not None and sniffed not in expected:
         raise UnsupportedFileType(f"content looks like {sniffed or 'unknown data'}, not a {ext} file")
 
@@ -117,10 +117,6 @@ def check_file_type(
 def _lowered(allowed: tuple[str, ...]) -> frozenset[str]:
     """The allowed list as a set, once per configuration rather than once per upload."""
     return frozenset(value.lower() for value in allowed)
-
-
-def expected_kinds(ext: str) -> set[str] | None:
-    return EXPECTED_KINDS.get(ext)
 
 
 SNIFF_BYTES = 8192
