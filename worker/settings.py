@@ -135,8 +135,9 @@ class IntakeSettings(StageSettings):
     read_ahead: int = Field(default=1024, ge=1)
     # Bytes the read-ahead may hold; past it the replica stops reading deliveries (worker.amqp.read_gate)
     read_ahead_bytes: int = Field(default=256 * MIB, ge=1)
-    # A settled command's ack waits up to this long to go with others of its queue as one frame
-    # (worker.amqp.acks): a third of the broker's CPU per command; 0 still batches within a loop turn.
+    # A succeeded upload's ack waits up to this long to go with others of its queue as one frame
+    # (worker.amqp.acks; other outcomes are acked at once): a quarter to a third of the broker's CPU per
+    # upload; 0 still batches within a loop turn.
     ack_delay_ms: int = Field(default=100, ge=0)
     queue_poll_s: float = Field(default=1.0, gt=0)  # how often a replica reads its queues' depths (for balancing)
     tenant_weights: dict[str, float] = Field(default_factory=dict)  # tenant UUID -> share weight (default 1)
